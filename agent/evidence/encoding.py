@@ -1,0 +1,97 @@
+"""Canonical byte encoding of records and the domain-separated hashes built on it.
+
+The exact rules are in docs/ledger-format.md; this module is their reference implementation. The
+encoding is a restricted JSON: objects with ASCII keys, strings, integers that fit an IEEE double
+exactly, booleans, null and arrays; no floats. Keys are sorted, there is no whitespace, and every
+non-ASCII character is escaped, so a payload is plain ASCII and has exactly one valid spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from agent.errors import EncodingError
+
+FORMAT_VERSION = 1
+# A record line (payload, tab, signature, newline) is never longer than this; it also bounds
+# what recovery may treat as a torn tail.
+MAX_LINE_BYTES = 64 * 1024
+MAX_SAFE_INTEGER = 2**53 - 1
+
+RECORD_LINK_DOMAIN = b"bodycam/ledger/v1/record-link\x00"
+SIGNATURE_DOMAIN = b"bodycam/ledger/v1/record-signature\x00"
+GENESIS_PREV = "0" * 64
+
+_KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def check_value(value: Any, where: str = "record") -> None:
+    """Raise EncodingError naming the first part of ``value`` the encoding does not allow."""
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return
+        raise EncodingError(f"{where}: integer {value} is outside +-(2^53-1)")
+    if isinstance(value, float):
+        raise EncodingError(f"{where}: floats are not allowed (use an integer unit)")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not _KEY_PATTERN.match(key):
+                raise EncodingError(f"{where}: key {key!r} is not [a-z][a-z0-9_]{{0,63}}")
+            check_value(item, f"{where}.{key}")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_value(item, f"{where}[{index}]")
+        return
+    raise EncodingError(f"{where}: values of type {type(value).__name__} are not allowed")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode ``value`` canonically; raises EncodingError for anything outside the allowed subset."""
+    check_value(value)
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.encode("ascii")
+
+
+def parse_canonical_json(payload: bytes) -> Any:
+    """Decode ``payload`` and insist it is in canonical form (one spelling per value)."""
+    try:
+        text = payload.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"payload has a non-ASCII byte at offset {exc.start}") from None
+    try:
+        value = json.loads(text, parse_float=_refuse_float, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise EncodingError(f"payload is not valid JSON ({exc})") from None
+    if canonical_json(value) != payload:
+        raise EncodingError("payload is not in canonical form")
+    return value
+
+
+def _refuse_float(text: str) -> Any:
+    raise EncodingError(f"float {text} is not allowed")
+
+
+def _refuse_constant(text: str) -> Any:
+    raise EncodingError(f"{text} is not allowed")
+
+
+def record_link(payload: bytes) -> str:
+    """The hash that the next record's ``prev`` field carries (hex SHA-256, domain-separated)."""
+    return hashlib.sha256(RECORD_LINK_DOMAIN + payload).hexdigest()
+
+
+def signed_message(payload: bytes) -> bytes:
+    """The exact bytes an Ed25519 record signature covers."""
+    return SIGNATURE_DOMAIN + payload
+
+
+def is_hex64(value: object) -> bool:
+    return isinstance(value, str) and bool(_HEX64.match(value))

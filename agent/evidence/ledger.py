@@ -1,0 +1,286 @@
+"""The append-only, signed, hash-chained ledger, with crash recovery.
+
+Appending is durable before it returns: one ``write`` of the whole line to a file opened with O_APPEND,
+then ``fdatasync``; the file's creation is made durable by an fsync of its folder. A failed write or
+fsync closes the ledger for appends (the data is treated as lost; no retry that trusts the page cache).
+
+Opening recovers from a crash: a torn tail (an incomplete last line, or a last line that does not verify,
+at most one record's worth) is copied into ``quarantine/``, cut off, and described in a signed
+``recovery`` record. Damage anywhere else is not a crash artifact and is refused, never repaired.
+Every open then writes a ``boot`` record that links to the previous chain.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.errors import EncodingError, LedgerCorruptError, LedgerError, RecordFormatError
+from agent.evidence.clock import Clock, SystemClock
+from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
+from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
+from agent.evidence.keys import DeviceKey, verify_signature
+from agent.evidence.record import Record, SignedRecord, parse_line, validate_record_fields
+from agent.evidence.store import QUARANTINE_DIR, StoreLayout
+
+_sync_data = getattr(os, "fdatasync", os.fsync)
+_TORN_NAME = re.compile(r"ledger-torn-(\d+)-([0-9a-f]{16})\.bin\Z")
+_RECOVERY_MARK = b'"type":"recovery"'
+
+
+@dataclass(frozen=True)
+class _Scan:
+    size: int
+    good_length: int
+    last: SignedRecord | None
+    torn_reason: str | None
+    recovered_files: frozenset[str]
+
+
+class Ledger:
+    """A device's ledger, open for appending. One writer at a time (an exclusive lock on the file)."""
+
+    def __init__(self, layout: StoreLayout, key: DeviceKey, device_id: str, clock: Clock, fd: int) -> None:
+        self.layout = layout
+        self.key = key
+        self.device_id = device_id
+        self.clock = clock
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._failed: str | None = None
+        self._head_seq = 0
+        self._head_link = GENESIS_PREV
+        self.recovery_records: list[SignedRecord] = []
+        self.boot_record: SignedRecord | None = None
+
+    @classmethod
+    def open(
+        cls,
+        store_root: Path,
+        key: DeviceKey,
+        device_id: str,
+        clock: Clock | None = None,
+        boot_reason: str = "start",
+    ) -> Ledger:
+        """Open (creating if needed) the ledger in ``store_root``, recover a torn tail, write a boot record."""
+        layout = StoreLayout(store_root)
+        layout.create()
+        path = layout.ledger_path
+        name = display_path(path)
+        created = not path.exists()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise LedgerError(f"ledger {name}: cannot open ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LedgerError(f"ledger {name}: in use by another process") from None
+            raise LedgerError(f"ledger {name}: cannot lock ({exc.strerror})") from None
+        ledger = cls(layout, key, device_id, clock or SystemClock(), fd)
+        try:
+            if created:
+                fsync_dir(layout.root)
+            ledger._recover_and_boot(boot_reason)
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """Sequence number and link hash of the newest record (0 and the genesis value when empty)."""
+        return self._head_seq, self._head_link
+
+    def append(self, record_type: str, body: Mapping[str, Any]) -> SignedRecord:
+        """Sign and durably append one record; returns it once it is on stable storage."""
+        with self._lock:
+            if self._failed is not None:
+                raise LedgerError(f"ledger {display_path(self.layout.ledger_path)}: closed after {self._failed}")
+            stamp = self.clock.now()
+            record = Record(
+                seq=self._head_seq + 1,
+                prev=self._head_link,
+                type=record_type,
+                device=self.device_id,
+                key=self.key.fingerprint,
+                wall_us=stamp.wall_us,
+                mono_us=stamp.mono_us,
+                boot=stamp.boot_id,
+                body=dict(body),
+            )
+            try:
+                validate_record_fields(record)
+                payload = record.to_payload()
+            except (RecordFormatError, EncodingError) as exc:
+                raise LedgerError(f"ledger: refusing {record_type} record seq {record.seq}: {exc}") from None
+            signed = SignedRecord(record, payload, self.key.sign(payload))
+            line = signed.to_line()
+            if len(line) > MAX_LINE_BYTES:
+                raise LedgerError(f"ledger: refusing {record_type} record seq {record.seq}: line too long")
+            self._write_durably(line, record.seq)
+            self._head_seq = record.seq
+            self._head_link = signed.link
+            return signed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)  # closing the descriptor releases the flock
+                self._fd = -1
+                self._failed = self._failed or "close"
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _write_durably(self, line: bytes, seq: int) -> None:
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            _sync_data(self._fd)
+        except OSError as exc:
+            self._failed = f"a failed write of seq {seq} ({exc.strerror})"
+            raise LedgerError(
+                f"ledger {display_path(self.layout.ledger_path)}: append of seq {seq} failed "
+                f"({exc.strerror}); the ledger takes no more records until it is reopened"
+            ) from None
+
+    # --- opening and recovery -------------------------------------------------------------------
+
+    def _recover_and_boot(self, boot_reason: str) -> None:
+        scan = self._scan()
+        if scan.good_length < scan.size:
+            self._move_torn_tail_aside(scan.good_length, scan.size)
+        if scan.last is not None:
+            self._head_seq = scan.last.seq
+            self._head_link = scan.last.link
+        for torn_file in self._unrecorded_torn_files(scan.recovered_files):
+            self._append_recovery(torn_file, scan.torn_reason or "torn tail found at open")
+        self.boot_record = self.append(
+            "boot",
+            {
+                "public_key": self.key.public_raw.hex(),
+                "software": f"bodycam {__version__}",
+                "reason": boot_reason if scan.last is not None else "first start",
+            },
+        )
+
+    def _scan(self) -> _Scan:
+        """Read the ledger once: find the last good record, a torn tail, and recovery records."""
+        recovered: set[str] = set()
+        complete: list[tuple[int, bytes]] = []  # the last two complete lines with their offsets
+        offset = 0
+        incomplete_at: int | None = None
+        with open(self._fd, "rb", closefd=False) as handle:
+            handle.seek(0)
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    incomplete_at = offset
+                    offset += len(line)
+                    break
+                if _RECOVERY_MARK in line:
+                    recovered.update(self._recovery_file_of(line))
+                complete = [*complete[-1:], (offset, line)]
+                offset += len(line)
+        size = offset
+        last, last_problem = self._check_tail_line(complete[-1]) if complete else (None, None)
+        if last_problem is None:
+            good_length = incomplete_at if incomplete_at is not None else size
+            reason = "incomplete last line" if incomplete_at is not None else None
+            if size - good_length > MAX_LINE_BYTES:
+                raise self._corrupt(good_length, "an unterminated region longer than one record")
+            return _Scan(size, good_length, last, reason, frozenset(recovered))
+        # The last complete line does not verify: a crash can leave that only if it is the final line and
+        # nothing follows it, and only if the line before it is sound.
+        bad_offset = complete[-1][0]
+        if incomplete_at is not None or size - bad_offset > MAX_LINE_BYTES:
+            raise self._corrupt(bad_offset, last_problem)
+        before, before_problem = self._check_tail_line(complete[0]) if len(complete) > 1 else (None, None)
+        if before_problem is not None:
+            raise self._corrupt(complete[0][0], before_problem)
+        return _Scan(size, bad_offset, before, f"last line fails verification: {last_problem}", frozenset(recovered))
+
+    def _check_tail_line(self, entry: tuple[int, bytes]) -> tuple[SignedRecord | None, str | None]:
+        """Parse and verify a line written by this device; identity mismatches are refused outright."""
+        try:
+            signed = parse_line(entry[1])
+        except RecordFormatError as exc:
+            return None, str(exc)
+        if signed.record.key != self.key.fingerprint:
+            raise LedgerError(
+                f"ledger {display_path(self.layout.ledger_path)}: seq {signed.seq} was signed by key "
+                f"{signed.record.key[:16]}..., this device's key is {self.key.fingerprint[:16]}...; refusing to append"
+            )
+        if signed.record.device != self.device_id:
+            raise LedgerError(
+                f"ledger {display_path(self.layout.ledger_path)}: seq {signed.seq} belongs to device "
+                f"{signed.record.device!r}, not {self.device_id!r}; refusing to append"
+            )
+        if not verify_signature(self.key.public_key, signed.payload, signed.signature):
+            return None, "signature invalid"
+        return signed, None
+
+    def _corrupt(self, offset: int, problem: str) -> LedgerCorruptError:
+        return LedgerCorruptError(
+            f"ledger {display_path(self.layout.ledger_path)}: damage at offset {offset} ({problem}) is not a torn "
+            "tail; refusing to append or repair (run bodycam-verify on the store)"
+        )
+
+    @staticmethod
+    def _recovery_file_of(line: bytes) -> list[str]:
+        try:
+            signed = parse_line(line)
+        except RecordFormatError:
+            return []
+        if signed.record.type != "recovery":
+            return []
+        return [str(signed.record.body["file"])]
+
+    def _move_torn_tail_aside(self, start: int, end: int) -> None:
+        torn = os.pread(self._fd, end - start, start)
+        digest = hashlib.sha256(torn).hexdigest()
+        target = self.layout.quarantine_dir / f"ledger-torn-{start}-{digest[:16]}.bin"
+        try:
+            write_file_durably(target, torn, mode=0o444, exclusive=True)
+        except FileExistsError:
+            # A crash after the copy and before the cut: the copy is already there; check it is ours.
+            if sha256_file(target)[0] != digest:
+                raise LedgerCorruptError(
+                    f"quarantine file {display_path(target)} exists with other content; refusing to cut the ledger"
+                ) from None
+        os.ftruncate(self._fd, start)
+        os.fsync(self._fd)
+
+    def _unrecorded_torn_files(self, recovered: frozenset[str]) -> list[str]:
+        names = []
+        for entry in sorted(self.layout.quarantine_dir.iterdir()):
+            name = f"{QUARANTINE_DIR}/{entry.name}"
+            if _TORN_NAME.match(entry.name) and name not in recovered:
+                names.append(name)
+        return names
+
+    def _append_recovery(self, name: str, reason: str) -> None:
+        match = _TORN_NAME.match(name.rsplit("/", 1)[-1])
+        assert match is not None  # only names that matched are passed in
+        digest, length = sha256_file(self.layout.path_of(name))
+        record = self.append(
+            "recovery",
+            {"offset": int(match.group(1)), "length": length, "sha256": digest, "file": name, "reason": reason},
+        )
+        self.recovery_records.append(record)

@@ -1,0 +1,80 @@
+"""The device store's layout on disk.
+
+    STORE/ledger.jsonl            the append-only ledger, one signed record per line
+    STORE/segments/NNNNNN.<ext>   segment files, read-only once their record is written
+    STORE/quarantine/             torn ledger tails moved aside at recovery (never deleted)
+
+Anything else in STORE (for example the simulator's ``identity/`` folder) is not evidence and is ignored
+by the verifier and the uploader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import StoreError
+from agent.evidence.fsutil import display_path, fsync_dir, write_file_durably
+from agent.evidence.record import STORE_FILE_PATTERN
+
+LEDGER_FILE = "ledger.jsonl"
+SEGMENTS_DIR = "segments"
+QUARANTINE_DIR = "quarantine"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str  # relative to the store root, e.g. "segments/000041.mp4"
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    root: Path
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / LEDGER_FILE
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / SEGMENTS_DIR
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / QUARANTINE_DIR
+
+    def path_of(self, name: str) -> Path:
+        """The path of a store-relative file name taken from a record; refuses names outside the store."""
+        if not STORE_FILE_PATTERN.match(name):
+            raise StoreError(f"store {display_path(self.root)}: file name {name!r} is not allowed")
+        return self.root / name
+
+    def create(self) -> None:
+        """Create the store's folders (durably) if they are missing."""
+        try:
+            created = not self.root.exists()
+            self.root.mkdir(parents=True, exist_ok=True)
+            if created:
+                fsync_dir(self.root.parent)
+            for sub in (self.segments_dir, self.quarantine_dir):
+                if not sub.exists():
+                    sub.mkdir()
+                    fsync_dir(self.root)
+        except OSError as exc:
+            raise StoreError(f"store {display_path(self.root)}: cannot create ({exc.strerror})") from None
+
+    def write_segment(self, file_name: str, data: bytes) -> StoredFile:
+        """Write a whole segment file durably and read-only; return what its record must carry."""
+        name = f"{SEGMENTS_DIR}/{file_name}"
+        path = self.path_of(name)
+        write_file_durably(path, data, mode=0o444, exclusive=True)
+        return StoredFile(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def segment_file_name(index: int, extension: str) -> str:
+    """Segment files are numbered from 1 with six digits: 000041.mp4."""
+    return f"{index:06d}.{extension}"
+

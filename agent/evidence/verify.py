@@ -1,0 +1,369 @@
+"""The one verifier: signatures, hash links, sequence continuity, forks, identity, and stored files.
+
+:class:`ChainVerifier` checks records one line at a time, so the station can feed it records as they
+arrive across sync sessions; :func:`verify_store` runs it over a device store and then checks every file
+the records name. Nothing here repairs anything: every problem is reported with its record and file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.errors import RecordFormatError, StoreError, VerificationError
+from agent.evidence.encoding import GENESIS_PREV
+from agent.evidence.fsutil import display_path, sha256_file
+from agent.evidence.keys import fingerprint, public_key_from_hex, public_key_raw, verify_signature
+from agent.evidence.record import SignedRecord, parse_line
+from agent.evidence.store import LEDGER_FILE, QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout
+
+_LAST = 1 << 62  # sort key for findings that belong to no ledger line
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem or a note: which record (``seq``), which object (a file), what."""
+
+    message: str
+    seq: int | None = None
+    object: str | None = None
+    line: int | None = None  # 1-based ledger line, for ordering and for records that cannot be parsed
+
+    def __str__(self) -> str:
+        parts = [] if self.seq is None else [f"seq {self.seq}"]
+        if self.object:
+            parts.append(self.object)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "object": self.object, "line": self.line, "message": self.message, "text": str(self)}
+
+
+@dataclass
+class Report:
+    path: str
+    problems: list[Finding] = field(default_factory=list)
+    notes: list[Finding] = field(default_factory=list)
+    device: str | None = None
+    key_fingerprint: str | None = None
+    key_pinned: bool = False
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head_link: str | None = None
+    segments: int = 0
+    segment_bytes: int = 0
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def sort(self) -> None:
+        self.problems.sort(key=lambda f: f.line if f.line is not None else _LAST)
+        self.notes.sort(key=lambda f: f.line if f.line is not None else _LAST)
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            first = self.problems[0]
+            raise VerificationError(
+                f"{self.path}: {len(self.problems)} problem(s), first: {first}", [str(p) for p in self.problems]
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "intact": self.intact,
+            "device": self.device,
+            "key_fingerprint": self.key_fingerprint,
+            "key_pinned": self.key_pinned,
+            "records": self.records,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head_link": self.head_link,
+            "segments": self.segments,
+            "segment_bytes": self.segment_bytes,
+            "problems": [p.to_dict() for p in self.problems],
+            "notes": [n.to_dict() for n in self.notes],
+        }
+
+
+@dataclass(frozen=True)
+class FileClaim:
+    """A file a record vouches for."""
+
+    seq: int
+    line: int
+    name: str
+    sha256: str
+    size: int
+
+
+class ChainVerifier:
+    """Checks records in ledger order. Feed lines; read ``report`` and the file claims afterwards."""
+
+    def __init__(self, report: Report, public_key: Ed25519PublicKey | None = None) -> None:
+        self.report = report
+        self._key = public_key
+        if public_key is not None:
+            report.key_fingerprint = fingerprint(public_key_raw(public_key))
+            report.key_pinned = True
+        self._expected_seq: int | None = 1
+        self._prev_link = GENESIS_PREV
+        self._previous_bad = False
+        self._seen: dict[int, str] = {}
+        self._mono_by_boot: dict[str, int] = {}
+        self._key_unknown_reported = False
+        self.segments: dict[str, FileClaim] = {}
+        self.purged: dict[str, FileClaim] = {}
+        self.recoveries: list[FileClaim] = []
+
+    def adopt_announced_key(self, signed: SignedRecord, line_no: int) -> None:
+        """Use the key a boot record announces (and is signed with) when no key was pinned."""
+        self._key = public_key_from_hex(str(signed.record.body["public_key"]))
+        self.report.key_fingerprint = signed.record.key
+        self.note("device key taken from this boot record (not pinned; pass --pubkey to pin it)",
+                  signed.seq, line=line_no)
+
+    def problem(self, message: str, seq: int | None = None, obj: str | None = None, line: int | None = None) -> None:
+        self.report.problems.append(Finding(message, seq, obj, line))
+
+    def note(self, message: str, seq: int | None = None, obj: str | None = None, line: int | None = None) -> None:
+        self.report.notes.append(Finding(message, seq, obj, line))
+
+    def feed_line(self, raw: bytes, line_no: int) -> SignedRecord | None:
+        where = f"{LEDGER_FILE} line {line_no}"
+        try:
+            signed = parse_line(raw)
+        except RecordFormatError as exc:
+            self.problem(f"malformed record ({exc})", obj=where, line=line_no)
+            self._expected_seq = None  # its sequence number is unknown: re-anchor on the next record
+            self._previous_bad = True
+            return None
+        record = signed.record
+        self.report.records += 1
+        if self.report.first_seq is None:
+            self.report.first_seq = record.seq
+        good = self._check_identity(signed, line_no) and self._check_signature(signed, line_no)
+        if not self._check_position(signed, line_no, good):
+            return signed
+        self._check_time(signed, line_no)
+        # A record that failed its checks is already a problem; its file is still checked against it.
+        self._collect_claims(signed, line_no)
+        return signed
+
+    def _check_identity(self, signed: SignedRecord, line_no: int) -> bool:
+        record = signed.record
+        if self.report.device is None:
+            self.report.device = record.device
+        elif record.device != self.report.device:
+            self.problem(f"device id {record.device!r} differs from {self.report.device!r}", record.seq, line=line_no)
+            return False
+        if self._key is None:
+            if not self._key_unknown_reported:
+                self.problem("device key unknown: no intact boot record announces it (pass --pubkey)",
+                             record.seq, line=line_no)
+                self._key_unknown_reported = True
+            return False
+        if record.key != self.report.key_fingerprint:
+            self.problem(
+                f"signed by another key ({record.key[:16]}..., expected {str(self.report.key_fingerprint)[:16]}...)",
+                record.seq,
+                line=line_no,
+            )
+            return False
+        if record.type == "boot" and record.body["public_key"] != public_key_raw(self._key).hex():
+            self.problem("boot record announces a different public key", record.seq, line=line_no)
+            return False
+        return True
+
+    def _check_signature(self, signed: SignedRecord, line_no: int) -> bool:
+        assert self._key is not None  # _check_identity returned True
+        if verify_signature(self._key, signed.payload, signed.signature):
+            return True
+        self.problem("signature invalid", signed.seq, line=line_no)
+        return False
+
+    def _check_position(self, signed: SignedRecord, line_no: int, good: bool) -> bool:
+        """Sequence continuity, forks and the hash link. False when the record is not part of the chain."""
+        seq, link = signed.seq, signed.link
+        if seq in self._seen:
+            what = "duplicate of an earlier record (replayed)" if self._seen[seq] == link else (
+                "fork: a second, different record with this sequence number")
+            self.problem(what, seq, line=line_no)
+            return False
+        if self._expected_seq is not None and seq != self._expected_seq:
+            if seq > self._expected_seq:
+                missing = f"seq {self._expected_seq}" + (f"..{seq - 1}" if seq - 1 > self._expected_seq else "")
+                self.problem(f"records missing before this one ({missing})", seq, line=line_no)
+            else:
+                self.problem(f"out of order (expected seq {self._expected_seq})", seq, line=line_no)
+        elif self._expected_seq is not None and not self._previous_bad and signed.record.prev != self._prev_link:
+            self.problem(f"prev hash does not match the link of seq {seq - 1}", seq, line=line_no)
+            good = False
+        if self._expected_seq == 1 and seq == 1 and signed.record.type != "boot":
+            self.problem("the ledger's first record is not a boot record", seq, line=line_no)
+        self._seen[seq] = link
+        self._expected_seq = seq + 1
+        self._prev_link = link
+        self._previous_bad = not good
+        self.report.last_seq = seq
+        self.report.head_link = link
+        return True
+
+    def _check_time(self, signed: SignedRecord, line_no: int) -> None:
+        record = signed.record
+        before = self._mono_by_boot.get(record.boot)
+        if before is not None and record.mono_us < before:
+            self.problem(f"monotonic time went backwards within boot {record.boot}", record.seq, line=line_no)
+        self._mono_by_boot[record.boot] = record.mono_us
+
+    def _collect_claims(self, signed: SignedRecord, line_no: int) -> None:
+        record, body = signed.record, signed.record.body
+        if record.type not in ("segment", "purge", "recovery"):
+            return
+        claim = FileClaim(record.seq, line_no, str(body["file"]), str(body["sha256"]),
+                          int(body.get("size", body.get("length", 0))))
+        label = _label(claim.name)
+        if record.type == "segment":
+            earlier = self.segments.get(claim.name)
+            if earlier is not None:
+                self.problem(f"file already recorded by seq {earlier.seq}", record.seq, label, line_no)
+            else:
+                self.segments[claim.name] = claim
+        elif record.type == "purge":
+            recorded = self.segments.get(claim.name)
+            if recorded is None or recorded.sha256 != claim.sha256:
+                self.problem("purge of a file no earlier segment record vouches for", record.seq, label, line_no)
+            else:
+                self.purged[claim.name] = recorded
+                self.note(f"purged ({body['reason']})", record.seq, label, line_no)
+        else:
+            self.recoveries.append(claim)
+            self.note(
+                f"torn ledger tail of {body['length']} bytes at offset {body['offset']} was moved aside at "
+                f"recovery ({body.get('reason', 'no reason given')})",
+                record.seq,
+                label,
+                line_no,
+            )
+
+
+def _label(name: str) -> str:
+    """How a stored file is named in messages: ``segment 000041.mp4``, ``quarantine/ledger-torn-...``."""
+    folder, _, base = name.partition("/")
+    return f"segment {base}" if folder == SEGMENTS_DIR else name
+
+
+def find_announced_key(lines: Iterable[bytes]) -> tuple[SignedRecord, int] | None:
+    """The first boot record that carries the public key it is signed with, and its line number."""
+    for line_no, raw in enumerate(lines, start=1):
+        try:
+            signed = parse_line(raw)
+        except RecordFormatError:
+            continue
+        if signed.record.type != "boot":
+            continue
+        announced = bytes.fromhex(str(signed.record.body["public_key"]))
+        if fingerprint(announced) == signed.record.key and verify_signature(
+            public_key_from_hex(announced.hex()), signed.payload, signed.signature
+        ):
+            return signed, line_no
+    return None
+
+
+def verify_lines(
+    lines: Iterable[bytes], report: Report, public_key: Ed25519PublicKey | None,
+    announced: tuple[SignedRecord, int] | None = None,
+) -> ChainVerifier:
+    """Run the chain checks over ledger lines (each ending in LF, except perhaps a torn last one)."""
+    chain = ChainVerifier(report, public_key)
+    if public_key is None and announced is not None:
+        chain.adopt_announced_key(*announced)
+    count = 0
+    for count, raw in enumerate(lines, start=1):
+        if not raw.endswith(b"\n"):
+            chain.problem("incomplete record at the end of the ledger (torn tail not yet recovered)",
+                          obj=f"{LEDGER_FILE} line {count}", line=count)
+            break
+        chain.feed_line(raw, count)
+    if count == 0:
+        chain.problem("empty: the ledger holds no records", obj=LEDGER_FILE)
+    return chain
+
+
+def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: int | None = None) -> None:
+    """Hash every file the chain vouches for (in parallel) and compare with its record."""
+    live = [c for name, c in chain.segments.items() if name not in chain.purged]
+    for name, claim in chain.purged.items():
+        if path_of(name).exists():
+            chain.note("file still present after its purge record", claim.seq, _label(name), claim.line)
+    claims = live + chain.recoveries
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        outcomes = list(pool.map(lambda c: _hash_or_error(path_of(c.name)), claims))
+    for claim, (digest, size, error) in zip(claims, outcomes, strict=True):
+        label = _label(claim.name)
+        if error is not None:
+            chain.problem(error, claim.seq, label, claim.line)
+        elif size != claim.size:
+            chain.problem(f"size {size} differs from the recorded {claim.size}", claim.seq, label, claim.line)
+        elif digest != claim.sha256:
+            chain.problem("sha256 mismatch", claim.seq, label, claim.line)
+    chain.report.segments = len(live)
+    chain.report.segment_bytes = sum(c.size for c in live)
+
+
+def _hash_or_error(path: Path) -> tuple[str, int, str | None]:
+    try:
+        digest, size = sha256_file(path)
+    except FileNotFoundError:
+        return "", 0, "file missing"
+    except OSError as exc:
+        return "", 0, f"cannot read ({exc.strerror})"
+    return digest, size, None
+
+
+def check_unclaimed(chain: ChainVerifier, layout: StoreLayout) -> None:
+    """A file in segments/ or quarantine/ that no record vouches for is a problem (a cut-off ledger)."""
+    claimed = set(chain.segments) | {c.name for c in chain.recoveries}
+    for folder in (SEGMENTS_DIR, QUARANTINE_DIR):
+        directory = layout.root / folder
+        if not directory.is_dir():
+            continue
+        for entry in sorted(directory.iterdir()):
+            name = f"{folder}/{entry.name}"
+            shown = _label(name) if folder == SEGMENTS_DIR else display_path(name)
+            if entry.name.startswith(".") and ".tmp-" in entry.name:
+                chain.note("unfinished write left by a crash (not evidence, no record)", obj=shown)
+            elif name not in claimed:
+                chain.problem("no record covers this file", obj=shown)
+
+
+def verify_store(root: Path, public_key: Ed25519PublicKey | None = None, workers: int | None = None) -> Report:
+    """Verify a device store folder. Raises StoreError when it cannot be read at all."""
+    layout = StoreLayout(root)
+    name = display_path(root)
+    if not root.exists():
+        raise StoreError(f"{name}: no such folder")
+    if not root.is_dir():
+        raise StoreError(f"{name}: not a folder (a store is a folder holding {LEDGER_FILE})")
+    if not layout.ledger_path.is_file():
+        raise StoreError(f"{name}: no {LEDGER_FILE}: not a device store")
+    report = Report(path=name)
+    try:
+        with open(layout.ledger_path, "rb") as handle:
+            announced = None if public_key is not None else find_announced_key(handle)
+            handle.seek(0)
+            chain = verify_lines(handle, report, public_key, announced)
+    except OSError as exc:
+        raise StoreError(f"{display_path(layout.ledger_path)}: cannot read ({exc.strerror})") from None
+    check_files(chain, lambda n: layout.root / n, workers)
+    check_unclaimed(chain, layout)
+    report.sort()
+    return report

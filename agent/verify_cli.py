@@ -1,0 +1,72 @@
+"""``bodycam-verify PATH [--pubkey FILE] [--json]``: is this evidence intact?
+
+Exit 0: intact. Exit 1: something is wrong; every problem is listed with its record and file.
+Exit 2: the input cannot be read or the arguments are wrong; one line says why. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from agent.errors import BodycamError
+from agent.evidence.fsutil import display_path
+from agent.evidence.keys import load_public_key
+from agent.evidence.verify import Report, verify_store
+
+EXIT_INTACT, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_UNREADABLE, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bodycam-verify", description="Verify a body-camera evidence store offline.")
+    parser.add_argument("path", type=Path, help="a device store folder (holding ledger.jsonl)")
+    parser.add_argument("--pubkey", type=Path, help="the device's public key (PEM, hex or raw) to pin the identity")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable report")
+    return parser
+
+
+def render_text(report: Report) -> str:
+    lines = [f"store {report.path}"]
+    if report.device is not None:
+        key = report.key_fingerprint[:16] + "..." if report.key_fingerprint else "unknown"
+        pinned = "pinned" if report.key_pinned else "not pinned"
+        span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "none"
+        lines.append(f"device {report.device}  key {key} ({pinned})  records {report.records} ({span})")
+        lines.append(f"segments {report.segments} ({report.segment_bytes} bytes)")
+    lines.extend(f"note: {note}" for note in report.notes)
+    lines.extend(f"PROBLEM {problem}" for problem in report.problems)
+    if report.intact:
+        lines.append(f"INTACT: {report.records} records verified, head seq {report.last_seq} {report.head_link}")
+    else:
+        lines.append(f"NOT INTACT: {len(report.problems)} problem(s); first: {report.problems[0]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        public_key = load_public_key(args.pubkey) if args.pubkey is not None else None
+        report = verify_store(args.path, public_key)
+    except BodycamError as exc:
+        reason = str(exc)
+        if args.json:
+            print(json.dumps({"path": display_path(args.path), "intact": False, "error": reason}))
+        print(f"bodycam-verify: {reason}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(render_text(report))
+    return EXIT_INTACT if report.intact else EXIT_PROBLEMS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

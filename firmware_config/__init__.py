@@ -1,0 +1,1 @@
+"""Provisioning and configuration: keys, config schema, procedure profiles, Pi firmware fragments."""

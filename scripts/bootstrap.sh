@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create the project's virtualenv and install the package with its dev tools.
+# On a fresh Debian/Ubuntu machine this also installs what Python's venv needs (python3-venv) via apt.
+set -euo pipefail
+venv=${1:-.venv}
+python=${PYTHON:-python3}
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "bootstrap: $python is missing or older than 3.11; install Python 3.11 or set PYTHON=" >&2
+  exit 2
+fi
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "bootstrap: need the Debian packages: $* (run as root or install them, then retry)" >&2
+    exit 2
+  fi
+  echo "bootstrap: installing $* with apt-get" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ ! -x "$venv/bin/python" ]; then
+  if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    apt_install "python${ver}-venv"
+    "$python" -m venv "$venv"
+  fi
+fi
+
+stamp="$venv/.installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
