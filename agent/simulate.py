@@ -60,7 +60,7 @@ def simulate(
     """Run the simulated device for ``seconds`` segments of about a second each."""
     with Ledger.open(store, key, device_id, clock, boot_reason="simulate") as ledger:
         assert ledger.boot_record is not None  # open() always writes one
-        first_seq = ledger.boot_record.seq - len(ledger.recovery_records)
+        first_seq = ledger.boot_record.seq  # recovery records follow the boot record
         ledger.append("event", {"kind": "simulation-start", "seconds": seconds})
         index = next_segment_index(ledger.layout)
         for second in range(seconds):

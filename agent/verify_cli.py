@@ -33,20 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printable(text: str) -> str:
+    """Text from a ledger, safe for a terminal: control characters shown as escapes, never executed."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def render_text(report: Report) -> str:
-    lines = [f"store {report.path}"]
+    lines = [f"store {printable(report.path)}"]
     if report.device is not None:
         key = report.key_fingerprint[:16] + "..." if report.key_fingerprint else "unknown"
         pinned = "pinned" if report.key_pinned else "not pinned"
         span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "none"
-        lines.append(f"device {report.device}  key {key} ({pinned})  records {report.records} ({span})")
+        lines.append(f"device {printable(report.device)}  key {key} ({pinned})  records {report.records} ({span})")
         lines.append(f"segments {report.segments} ({report.segment_bytes} bytes)")
-    lines.extend(f"note: {note}" for note in report.notes)
-    lines.extend(f"PROBLEM {problem}" for problem in report.problems)
+    lines.extend(f"note: {printable(str(note))}" for note in report.notes)
+    lines.extend(f"PROBLEM {printable(str(problem))}" for problem in report.problems)
     if report.intact:
         lines.append(f"INTACT: {report.records} records verified, head seq {report.last_seq} {report.head_link}")
     else:
-        lines.append(f"NOT INTACT: {len(report.problems)} problem(s); first: {report.problems[0]}")
+        lines.append(f"NOT INTACT: {len(report.problems)} problem(s); first: {printable(str(report.problems[0]))}")
     return "\n".join(lines)
 
 
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = str(exc)
         if args.json:
             print(json.dumps({"path": display_path(args.path), "intact": False, "error": reason}))
-        print(f"bodycam-verify: {reason}", file=sys.stderr)
+        print(f"bodycam-verify: {printable(reason)}", file=sys.stderr)
         return EXIT_UNREADABLE
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

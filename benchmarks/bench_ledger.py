@@ -20,6 +20,7 @@ Not part of the test suite. Exit status: 0 when the run completed (2 when the st
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -93,15 +94,10 @@ def filesystem_of(path: Path) -> dict[str, str]:
     return best
 
 
-def best_of(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
-    """Run ``run`` ``repeat`` times; the shortest wall time in seconds and the last result."""
-    best = float("inf")
-    result = None
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        result = run()
-        best = min(best, (time.perf_counter_ns() - start) / 1e9)
-    return best, result
+def timed(run: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter_ns()
+    result = run()
+    return (time.perf_counter_ns() - start) / 1e9, result
 
 
 def raw_hash(segments: Sequence[bytes]) -> list[str]:
@@ -110,6 +106,7 @@ def raw_hash(segments: Sequence[bytes]) -> list[str]:
 
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     store = workdir / "store"
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     segment_bytes = args.segment_mib * MIB
     total_bytes = args.records * segment_bytes
 
@@ -133,22 +130,34 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             append_ns.append(t2 - t1)
     build_s = (time.perf_counter_ns() - run_start) / 1e9
 
-    raw_hash(segments)  # warm-up run, not counted
-    raw_s, _ = best_of(args.repeat, lambda: raw_hash(segments))
-    del segments
-
     def verify(workers: int | None) -> Report:
         return verify_store(store, public_key=key.public_key, workers=workers)
 
+    # Rounds interleave the baseline and both verify runs, so that CPU contention or frequency changes
+    # during the run hit all three alike; the fastest round of each counts.
+    raw_hash(segments)  # warm-up, not counted
+    kinds: dict[str, int | None] = {"default": None, "1": 1}
+    raw_times: list[float] = []
+    verify_times: dict[str, list[float]] = {label: [] for label in kinds}
+    reports: dict[str, Report] = {}
+    for _ in range(args.repeat):
+        raw_times.append(timed(lambda: raw_hash(segments))[0])
+        for label, workers in kinds.items():
+            seconds, reports[label] = timed(functools.partial(verify, workers))
+            verify_times[label].append(seconds)
+    segments.clear()
+    raw_s = min(raw_times)
+
     verify_runs: dict[str, dict[str, Any]] = {}
-    for label, workers in (("default", None), ("1", 1)):
-        seconds, report = best_of(args.repeat, lambda w=workers: verify(w))
+    for label, workers in kinds.items():
+        seconds, report = min(verify_times[label]), reports[label]
         ok = report.intact and report.segments == args.records and report.segment_bytes == total_bytes
         verify_runs[label] = {
             "workers": workers if workers is not None else (os.cpu_count() or 1),
             "seconds": seconds,
             "mb_s": total_bytes / seconds / 1e6,
             "ratio": raw_s / seconds,
+            "round_seconds": verify_times[label],
             "intact": ok,
             "records": report.records,
             "problems": [str(p) for p in report.problems][:5],
@@ -173,7 +182,14 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ledger_bytes": ledger_size,
         "append": appends,
         "segment_write": writes,
-        "raw_sha256": {"seconds": raw_s, "mb_s": total_bytes / raw_s / 1e6, "threads": 1},
+        "raw_sha256": {
+            "seconds": raw_s,
+            "mb_s": total_bytes / raw_s / 1e6,
+            "threads": 1,
+            "round_seconds": raw_times,
+            "slowest_round_mb_s": total_bytes / max(raw_times) / 1e6,
+        },
+        "load_average_before": load_before,
         "verify": verify_runs,
         "verify_reads_from_page_cache": True,
         "targets": {
@@ -206,12 +222,15 @@ def print_table(result: dict[str, Any]) -> None:
                       ("write_segment (1 file, fsyncs)", writes)):
         print(f"{name:<34}{row['per_s']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['max_ms']:>9.2f}")
     print()
-    print(f"{'hashing (best of ' + str(result['repeat']) + ')':<34}{'seconds':>9}{'MB/s':>9}{'vs raw':>9}")
+    print(f"{'hashing (best of ' + str(result['repeat']) + ' rounds)':<34}{'seconds':>9}{'MB/s':>9}{'vs raw':>9}")
     print(f"{'raw hashlib.sha256, 1 thread':<34}{raw['seconds']:>9.3f}{raw['mb_s']:>9.0f}{'100%':>9}")
     for label, run in result["verify"].items():
         name = f"verify_store, workers={run['workers']}" + (" (default)" if label == "default" else "")
         status = "" if run["intact"] else "  NOT INTACT"
         print(f"{name:<34}{run['seconds']:>9.3f}{run['mb_s']:>9.0f}{run['ratio']:>9.0%}{status}")
+    if result["repeat"] > 1:
+        print(f"(raw hashing ranged {raw['slowest_round_mb_s']:.0f}-{raw['mb_s']:.0f} MB/s across rounds; "
+              f"load average before the run: {', '.join(f'{v:.2f}' for v in result['load_average_before'] or [])})")
     print("(verify reads the segment files from the page cache: they were just written and cannot portably be")
     print(" dropped, so these figures are the CPU cost of verification, not the disk's read speed)")
     print()
@@ -231,7 +250,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, default=None,
                         help="folder to create the temporary store in (default: the system temp folder; "
                              "give a folder on a real disk if that is tmpfs)")
-    parser.add_argument("--repeat", type=int, default=3, help="hash/verify runs, best taken (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of hashing and verifying; fastest counts")
     parser.add_argument("--seed", type=int, default=1, help="seed for the random segment bytes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store and print where it is")
@@ -246,7 +265,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bodycam-bench-", dir=args.dir))
+    workdir = Path(tempfile.mkdtemp(prefix="bodycam-bench-", dir=args.dir)).resolve()
     try:
         result = run_benchmark(args, workdir)
     finally:

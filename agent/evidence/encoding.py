@@ -21,6 +21,9 @@ FORMAT_VERSION = 1
 # what recovery may treat as a torn tail.
 MAX_LINE_BYTES = 64 * 1024
 MAX_SAFE_INTEGER = 2**53 - 1
+# Objects and arrays nest at most this deep (the record object is level 1): a fixed limit, so whether a
+# payload is valid never depends on a parser's recursion limit or stack.
+MAX_DEPTH = 16
 
 RECORD_LINK_DOMAIN = b"bodycam/ledger/v1/record-link\x00"
 SIGNATURE_DOMAIN = b"bodycam/ledger/v1/record-signature\x00"
@@ -28,11 +31,20 @@ GENESIS_PREV = "0" * 64
 
 _KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+# UTF-16 surrogate code points are not characters: a string holding one (Python allows it, e.g. from
+# surrogateescape) cannot be written as UTF-8 and other JSON parsers read its escape differently.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def check_value(value: Any, where: str = "record") -> None:
+def check_value(value: Any, where: str = "record", depth: int = 1) -> None:
     """Raise EncodingError naming the first part of ``value`` the encoding does not allow."""
-    if value is None or isinstance(value, bool | str):
+    if isinstance(value, Mapping | list | tuple) and depth > MAX_DEPTH:
+        raise EncodingError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise EncodingError(f"{where}: string holds a UTF-16 surrogate code point (not a character)")
         return
     if isinstance(value, int):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
@@ -44,20 +56,32 @@ def check_value(value: Any, where: str = "record") -> None:
         for key, item in value.items():
             if not isinstance(key, str) or not _KEY_PATTERN.match(key):
                 raise EncodingError(f"{where}: key {key!r} is not [a-z][a-z0-9_]{{0,63}}")
-            check_value(item, f"{where}.{key}")
+            check_value(item, f"{where}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            check_value(item, f"{where}[{index}]")
+            check_value(item, f"{where}[{index}]", depth + 1)
         return
     raise EncodingError(f"{where}: values of type {type(value).__name__} are not allowed")
 
 
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` canonically; raises EncodingError for anything outside the allowed subset."""
-    check_value(value)
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    try:
+        check_value(value)
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=_as_dict
+        )
+    except RecursionError:
+        raise EncodingError("value is nested too deeply") from None
     return text.encode("ascii")
+
+
+def _as_dict(value: Any) -> Any:
+    # json.dumps encodes only dict objects natively; check_value has already vetted every other Mapping.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"values of type {type(value).__name__} are not allowed")
 
 
 def parse_canonical_json(payload: bytes) -> Any:

@@ -30,11 +30,14 @@ from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
 from agent.evidence.keys import DeviceKey, verify_signature
 from agent.evidence.record import Record, SignedRecord, parse_line, validate_record_fields
-from agent.evidence.store import QUARANTINE_DIR, StoreLayout
+from agent.evidence.store import QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 _TORN_NAME = re.compile(r"ledger-torn-(\d+)-([0-9a-f]{16})\.bin\Z")
 _RECOVERY_MARK = b'"type":"recovery"'
+_SEGMENT_MARKS = (b'"type":"segment"', b'"type":"recovered"')
+_FILE_FIELD = re.compile(rb'"file":"(segments/[^"]+)"')
+_SEGMENT_INDEX = re.compile(r"(\d{6})\.[A-Za-z0-9]+\Z")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class _Scan:
     last: SignedRecord | None
     torn_reason: str | None
     recovered_files: frozenset[str]
+    covered_segments: frozenset[str]
 
 
 class Ledger:
@@ -59,7 +63,8 @@ class Ledger:
         self._failed: str | None = None
         self._head_seq = 0
         self._head_link = GENESIS_PREV
-        self.recovery_records: list[SignedRecord] = []
+        self.recovery_records: list[SignedRecord] = []  # torn ledger tails recorded at open
+        self.recovered_segments: list[SignedRecord] = []  # segment files without a record, recorded at open
         self.boot_record: SignedRecord | None = None
 
     @classmethod
@@ -93,6 +98,9 @@ class Ledger:
             if created:
                 fsync_dir(layout.root)
             ledger._recover_and_boot(boot_reason)
+        except OSError as exc:  # recovery's own file operations (quarantine copy, cut, fsync) failed
+            ledger.close()
+            raise LedgerError(f"ledger {name}: cannot recover and open ({exc.strerror})") from None
         except BaseException:
             ledger.close()
             raise
@@ -170,8 +178,8 @@ class Ledger:
         if scan.last is not None:
             self._head_seq = scan.last.seq
             self._head_link = scan.last.link
-        for torn_file in self._unrecorded_torn_files(scan.recovered_files):
-            self._append_recovery(torn_file, scan.torn_reason or "torn tail found at open")
+        # The boot record comes first, so that a ledger whose very first write was torn still starts
+        # with one (docs/ledger-format.md 7.4); what recovery found follows it.
         self.boot_record = self.append(
             "boot",
             {
@@ -180,10 +188,16 @@ class Ledger:
                 "reason": boot_reason if scan.last is not None else "first start",
             },
         )
+        for torn_file in self._unrecorded_torn_files(scan.recovered_files):
+            self._append_recovery(torn_file, scan.torn_reason or "torn tail found at open")
+        orphan = self._orphan_segment(scan.covered_segments)
+        if orphan is not None:
+            self._append_recovered_segment(orphan)
 
     def _scan(self) -> _Scan:
         """Read the ledger once: find the last good record, a torn tail, and recovery records."""
         recovered: set[str] = set()
+        covered: list[tuple[int, str]] = []  # (line offset, segment file a segment record names)
         complete: list[tuple[int, bytes]] = []  # the last two complete lines with their offsets
         offset = 0
         incomplete_at: int | None = None
@@ -196,6 +210,8 @@ class Ledger:
                     break
                 if _RECOVERY_MARK in line:
                     recovered.update(self._recovery_file_of(line))
+                elif any(mark in line for mark in _SEGMENT_MARKS):
+                    covered.extend((offset, match.decode("ascii")) for match in _FILE_FIELD.findall(line))
                 complete = [*complete[-1:], (offset, line)]
                 offset += len(line)
         size = offset
@@ -205,7 +221,7 @@ class Ledger:
             reason = "incomplete last line" if incomplete_at is not None else None
             if size - good_length > MAX_LINE_BYTES:
                 raise self._corrupt(good_length, "an unterminated region longer than one record")
-            return _Scan(size, good_length, last, reason, frozenset(recovered))
+            return _Scan(size, good_length, last, reason, frozenset(recovered), _before(covered, good_length))
         # The last complete line does not verify: a crash can leave that only if it is the final line and
         # nothing follows it, and only if the line before it is sound.
         bad_offset = complete[-1][0]
@@ -214,7 +230,8 @@ class Ledger:
         before, before_problem = self._check_tail_line(complete[0]) if len(complete) > 1 else (None, None)
         if before_problem is not None:
             raise self._corrupt(complete[0][0], before_problem)
-        return _Scan(size, bad_offset, before, f"last line fails verification: {last_problem}", frozenset(recovered))
+        reason = f"last line fails verification: {last_problem}"
+        return _Scan(size, bad_offset, before, reason, frozenset(recovered), _before(covered, bad_offset))
 
     def _check_tail_line(self, entry: tuple[int, bytes]) -> tuple[SignedRecord | None, str | None]:
         """Parse and verify a line written by this device; identity mismatches are refused outright."""
@@ -284,3 +301,37 @@ class Ledger:
             {"offset": int(match.group(1)), "length": length, "sha256": digest, "file": name, "reason": reason},
         )
         self.recovery_records.append(record)
+
+    def _orphan_segment(self, covered: frozenset[str]) -> str | None:
+        """The segment file a crash left without its record, if there is exactly one such candidate.
+
+        A crash can only interrupt the newest segment: so only a file numbered above every recorded one
+        qualifies, and only when it is the single one. Several (a ledger cut off at a record boundary) are
+        left for the verifier to report.
+        """
+        highest_covered = max((_segment_index(name) for name in covered), default=0)
+        candidates = []
+        for entry in self.layout.segments_dir.iterdir():
+            index = _segment_index(entry.name)
+            name = f"{SEGMENTS_DIR}/{entry.name}"
+            if index > highest_covered and name not in covered:
+                candidates.append(name)
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _append_recovered_segment(self, name: str) -> None:
+        digest, size = sha256_file(self.layout.path_of(name))
+        record = self.append(
+            "recovered",
+            {"file": name, "sha256": digest, "size": size, "reason": "segment file without a record found at open"},
+        )
+        self.recovered_segments.append(record)
+
+
+def _segment_index(name: str) -> int:
+    match = _SEGMENT_INDEX.match(name.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else 0
+
+
+def _before(entries: list[tuple[int, str]], end: int) -> frozenset[str]:
+    """The names from lines that start before ``end`` (a torn tail vouches for nothing)."""
+    return frozenset(name for offset, name in entries if offset < end)

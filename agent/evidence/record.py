@@ -27,9 +27,9 @@ DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 BOOT_ID_PATTERN = re.compile(r"[0-9a-f-]{1,64}\Z")
 # A stored file is named relative to the store root, below one of these folders, without "..".
 STORE_FILE_PATTERN = re.compile(r"(segments|quarantine)/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-
+_SEGMENT_FILE = re.compile(r"segments/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_QUARANTINE_FILE = re.compile(r"quarantine/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _HEX64 = "hex64"
-_FILE = "file"
 
 # Required body fields per record type: name -> expected kind. Extra body fields are allowed so that a
 # later version can add information without breaking an older verifier; these are the ones checked.
@@ -37,13 +37,16 @@ BODY_FIELDS: dict[str, dict[str, Any]] = {
     # The first record of every daemon start; carries the public key so a store describes itself.
     "boot": {"public_key": _HEX64, "software": str, "reason": str},
     # A torn tail found at open, moved aside into quarantine/ rather than deleted.
-    "recovery": {"offset": int, "length": int, "sha256": _HEX64, "file": _FILE},
+    "recovery": {"offset": int, "length": int, "sha256": _HEX64, "file": _QUARANTINE_FILE},
     # A closed segment file: its hash and size.
-    "segment": {"file": _FILE, "sha256": _HEX64, "size": int},
+    "segment": {"file": _SEGMENT_FILE, "sha256": _HEX64, "size": int},
+    # A segment file found at open without its record (a crash between the file and its record):
+    # recorded so it is not lost, and marked as recovered rather than recorded in the normal way.
+    "recovered": {"file": _SEGMENT_FILE, "sha256": _HEX64, "size": int, "reason": str},
     # Something that happened (button press, bookmark, warning); ``kind`` says what.
     "event": {"kind": str},
     # A segment deleted after the station acknowledged it; the file named must have a segment record.
-    "purge": {"file": _FILE, "sha256": _HEX64, "reason": str},
+    "purge": {"file": _SEGMENT_FILE, "sha256": _HEX64, "reason": str},
 }
 RECORD_TYPES = frozenset(BODY_FIELDS)
 
@@ -139,8 +142,8 @@ def _check_body_field(rtype: str, body: Mapping[str, Any], name: str, kind: Any)
     value = body[name]
     if kind == _HEX64:
         ok = is_hex64(value)
-    elif kind == _FILE:
-        ok = isinstance(value, str) and bool(STORE_FILE_PATTERN.match(value))
+    elif isinstance(kind, re.Pattern):
+        ok = isinstance(value, str) and bool(kind.match(value))
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SAFE_INTEGER
     else:

@@ -117,7 +117,10 @@ class ChainVerifier:
         self._expected_seq: int | None = 1
         self._prev_link = GENESIS_PREV
         self._previous_bad = False
-        self._seen: dict[int, str] = {}
+        self._seen: dict[int, str] = {}  # seq -> link of the records in the chain
+        self._bad_seqs: set[int] = set()  # seqs claimed by records that failed identity or signature
+        self._gaps: list[tuple[Finding, int, int]] = []  # jump forward: its problem, first and last seq skipped
+        self.unverified_files: set[str] = set()  # named only by records that are themselves problems
         self._mono_by_boot: dict[str, int] = {}
         self._key_unknown_reported = False
         self.segments: dict[str, FileClaim] = {}
@@ -146,16 +149,21 @@ class ChainVerifier:
             self._expected_seq = None  # its sequence number is unknown: re-anchor on the next record
             self._previous_bad = True
             return None
-        record = signed.record
         self.report.records += 1
         if self.report.first_seq is None:
-            self.report.first_seq = record.seq
-        good = self._check_identity(signed, line_no) and self._check_signature(signed, line_no)
-        if not self._check_position(signed, line_no, good):
+            self.report.first_seq = signed.seq
+        if not (self._check_identity(signed, line_no) and self._check_signature(signed, line_no)):
+            # Already a problem. It takes no place in the chain, so a forgery cannot push the genuine
+            # record out, and the files it names are not reported a second time as uncovered.
+            self._bad_seqs.add(signed.seq)
+            self._previous_bad = True
+            self.unverified_files.update(self._claimed_files(signed))
             return signed
-        self._check_time(signed, line_no)
-        # A record that failed its checks is already a problem; its file is still checked against it.
-        self._collect_claims(signed, line_no)
+        if self._check_position(signed, line_no):
+            self._check_time(signed, line_no)
+            self._collect_claims(signed, line_no)
+        else:
+            self.unverified_files.update(self._claimed_files(signed))
         return signed
 
     def _check_identity(self, signed: SignedRecord, line_no: int) -> bool:
@@ -190,7 +198,7 @@ class ChainVerifier:
         self.problem("signature invalid", signed.seq, line=line_no)
         return False
 
-    def _check_position(self, signed: SignedRecord, line_no: int, good: bool) -> bool:
+    def _check_position(self, signed: SignedRecord, line_no: int) -> bool:
         """Sequence continuity, forks and the hash link. False when the record is not part of the chain."""
         seq, link = signed.seq, signed.link
         if seq in self._seen:
@@ -198,24 +206,44 @@ class ChainVerifier:
                 "fork: a second, different record with this sequence number")
             self.problem(what, seq, line=line_no)
             return False
-        if self._expected_seq is not None and seq != self._expected_seq:
-            if seq > self._expected_seq:
-                missing = f"seq {self._expected_seq}" + (f"..{seq - 1}" if seq - 1 > self._expected_seq else "")
-                self.problem(f"records missing before this one ({missing})", seq, line=line_no)
-            else:
-                self.problem(f"out of order (expected seq {self._expected_seq})", seq, line=line_no)
-        elif self._expected_seq is not None and not self._previous_bad and signed.record.prev != self._prev_link:
+        expected = self._expected_seq
+        if expected is not None and seq < expected:
+            self.problem(f"out of order (expected seq {expected})", seq, line=line_no)
+            self._seen[seq] = link
+            return True  # part of the ledger, but the chain goes on from where it was
+        if expected is not None and seq > expected:
+            # Judged in finish(): missing, further down the ledger, or a record that failed its checks.
+            gap = Finding("records missing before this one", seq, None, line_no)
+            self.report.problems.append(gap)
+            self._gaps.append((gap, expected, seq - 1))
+        elif expected is not None and not self._previous_bad and signed.record.prev != self._prev_link:
             self.problem(f"prev hash does not match the link of seq {seq - 1}", seq, line=line_no)
-            good = False
-        if self._expected_seq == 1 and seq == 1 and signed.record.type != "boot":
+        if seq == 1 and signed.record.type != "boot":
             self.problem("the ledger's first record is not a boot record", seq, line=line_no)
         self._seen[seq] = link
         self._expected_seq = seq + 1
         self._prev_link = link
-        self._previous_bad = not good
+        self._previous_bad = False
         self.report.last_seq = seq
         self.report.head_link = link
         return True
+
+    def finish(self) -> None:
+        """Name what each jump in sequence numbers really was, now that the whole ledger has been read."""
+        for gap, first, last in self._gaps:
+            missing = [s for s in range(first, last + 1) if s not in self._seen and s not in self._bad_seqs]
+            later = [s for s in range(first, last + 1) if s in self._seen]
+            index = next(i for i, p in enumerate(self.report.problems) if p is gap)
+            if missing:
+                message = f"records missing before this one ({_seq_ranges(missing)})"
+            elif later:
+                verb = "comes" if len(later) == 1 else "come"
+                message = f"out of order: {_seq_ranges(later)} {verb} later in the ledger"
+            else:  # only records that failed their checks stood there: they are the problems
+                del self.report.problems[index]
+                continue
+            self.report.problems[index] = Finding(message, gap.seq, gap.object, gap.line)
+        self._gaps.clear()
 
     def _check_time(self, signed: SignedRecord, line_no: int) -> None:
         record = signed.record
@@ -224,14 +252,21 @@ class ChainVerifier:
             self.problem(f"monotonic time went backwards within boot {record.boot}", record.seq, line=line_no)
         self._mono_by_boot[record.boot] = record.mono_us
 
+    @staticmethod
+    def _claimed_files(signed: SignedRecord) -> set[str]:
+        file = signed.record.body.get("file")
+        return {file} if isinstance(file, str) else set()
+
     def _collect_claims(self, signed: SignedRecord, line_no: int) -> None:
         record, body = signed.record, signed.record.body
-        if record.type not in ("segment", "purge", "recovery"):
+        if record.type not in ("segment", "recovered", "purge", "recovery"):
             return
         claim = FileClaim(record.seq, line_no, str(body["file"]), str(body["sha256"]),
                           int(body.get("size", body.get("length", 0))))
         label = _label(claim.name)
-        if record.type == "segment":
+        if record.type in ("segment", "recovered"):
+            if record.type == "recovered":
+                self.note(f"segment file recovered at open ({body['reason']})", record.seq, label, line_no)
             earlier = self.segments.get(claim.name)
             if earlier is not None:
                 self.problem(f"file already recorded by seq {earlier.seq}", record.seq, label, line_no)
@@ -253,6 +288,17 @@ class ChainVerifier:
                 label,
                 line_no,
             )
+
+
+def _seq_ranges(seqs: list[int]) -> str:
+    """``seq 5``, ``seq 5..7``, ``seq 5..7, 9`` for sorted sequence numbers."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return "seq " + ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs)
 
 
 def _label(name: str) -> str:
@@ -295,6 +341,7 @@ def verify_lines(
         chain.feed_line(raw, count)
     if count == 0:
         chain.problem("empty: the ledger holds no records", obj=LEDGER_FILE)
+    chain.finish()
     return chain
 
 
@@ -331,7 +378,7 @@ def _hash_or_error(path: Path) -> tuple[str, int, str | None]:
 
 def check_unclaimed(chain: ChainVerifier, layout: StoreLayout) -> None:
     """A file in segments/ or quarantine/ that no record vouches for is a problem (a cut-off ledger)."""
-    claimed = set(chain.segments) | {c.name for c in chain.recoveries}
+    claimed = set(chain.segments) | {c.name for c in chain.recoveries} | chain.unverified_files
     for folder in (SEGMENTS_DIR, QUARANTINE_DIR):
         directory = layout.root / folder
         if not directory.is_dir():

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import FakeClock, seeded_key
+
+from agent.evidence.keys import DeviceKey
+from agent.simulate import simulate
+
+StoreFactory = Callable[..., tuple[Path, DeviceKey]]
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> StoreFactory:
+    """Factory: a simulated device store under tmp_path, made with a seeded key and a FakeClock.
+
+    ``make_store(seed=1, device_id="dev-0001", seconds=5, name=None) -> (store_path, key)``. With the
+    defaults the ledger is: 1 boot, 2 event, 3-6 segments 000001-000004, 7 bookmark, 8 segment 000005,
+    9 event.
+    """
+
+    def factory(
+        seed: int = 1, device_id: str = "dev-0001", seconds: int = 5, name: str | None = None
+    ) -> tuple[Path, DeviceKey]:
+        store = tmp_path / (name or f"store-{device_id}")
+        key = seeded_key(seed)
+        simulate(store, key, device_id, seconds, clock=FakeClock(), sleep=lambda s: None)
+        return store, key
+
+    return factory
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> tuple[Path, DeviceKey]:
+    """The first device's store ("dev-0001", key seed 1)."""
+    return make_store()
+
+
+@pytest.fixture
+def other_store(make_store: StoreFactory) -> tuple[Path, DeviceKey]:
+    """A second device's store ("dev-0002", key seed 2), same shape as ``store``."""
+    return make_store(seed=2, device_id="dev-0002")
