@@ -8,7 +8,6 @@ for the verifier: signed, chained and fsynced.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +16,11 @@ from pathlib import Path
 from agent.evidence.clock import Clock
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
-from agent.evidence.store import StoreLayout, segment_file_name
+from agent.evidence.store import segment_file_name
 
 STAND_IN_EXTENSION = "bin"  # not video yet: the synthetic camera replaces these with real segments
 STAND_IN_BYTES = 64 * 1024
 BOOKMARK_EVERY = 4
-_SEGMENT_NAME = re.compile(r"(\d{6})\.[a-z0-9]+\Z")
 
 
 @dataclass(frozen=True)
@@ -38,17 +36,6 @@ def stand_in_segment(device_id: str, index: int) -> bytes:
     return hashlib.shake_256(f"{device_id}/{index}".encode()).digest(STAND_IN_BYTES)
 
 
-def next_segment_index(layout: StoreLayout) -> int:
-    """Segment numbering continues across runs into the same store."""
-    highest = 0
-    if layout.segments_dir.is_dir():
-        for entry in layout.segments_dir.iterdir():
-            match = _SEGMENT_NAME.match(entry.name)
-            if match:
-                highest = max(highest, int(match.group(1)))
-    return highest + 1
-
-
 def simulate(
     store: Path,
     key: DeviceKey,
@@ -62,7 +49,7 @@ def simulate(
         assert ledger.boot_record is not None  # open() always writes one
         first_seq = ledger.boot_record.seq  # recovery records follow the boot record
         ledger.append("event", {"kind": "simulation-start", "seconds": seconds})
-        index = next_segment_index(ledger.layout)
+        index = ledger.layout.next_segment_index()
         for second in range(seconds):
             sleep(1.0)
             stored = ledger.layout.write_segment(

@@ -74,3 +74,29 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(view[:count])
             size += count
     return digest.hexdigest(), size
+
+
+def sha256_file_ranges(path: Path, ranges: list[tuple[int, int]]) -> tuple[str, int, list[str | None]]:
+    """Whole-file SHA-256 and size, plus the SHA-256 of each (offset, length) range, in one read.
+
+    A range that runs past the end of the file gets None.
+    """
+    whole = hashlib.sha256()
+    partial = [hashlib.sha256() for _ in ranges]
+    position = 0
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(HASH_CHUNK_BYTES)
+        view = memoryview(buffer)
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            whole.update(view[:count])
+            end = position + count
+            for (offset, length), digest in zip(ranges, partial, strict=True):
+                lo, hi = max(offset, position), min(offset + length, end)
+                if lo < hi:
+                    digest.update(view[lo - position : hi - position])
+            position = end
+    complete = [offset + length <= position for offset, length in ranges]
+    return whole.hexdigest(), position, [d.hexdigest() if ok else None for d, ok in zip(partial, complete, strict=True)]

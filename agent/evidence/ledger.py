@@ -30,14 +30,13 @@ from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
 from agent.evidence.keys import DeviceKey, verify_signature
 from agent.evidence.record import Record, SignedRecord, parse_line, validate_record_fields
-from agent.evidence.store import QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout
+from agent.evidence.store import QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout, segment_index
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 _TORN_NAME = re.compile(r"ledger-torn-(\d+)-([0-9a-f]{16})\.bin\Z")
 _RECOVERY_MARK = b'"type":"recovery"'
 _SEGMENT_MARKS = (b'"type":"segment"', b'"type":"recovered"')
 _FILE_FIELD = re.compile(rb'"file":"(segments/[^"]+)"')
-_SEGMENT_INDEX = re.compile(r"(\d{6})\.[A-Za-z0-9]+\Z")
 
 
 @dataclass(frozen=True)
@@ -309,10 +308,10 @@ class Ledger:
         qualifies, and only when it is the single one. Several (a ledger cut off at a record boundary) are
         left for the verifier to report.
         """
-        highest_covered = max((_segment_index(name) for name in covered), default=0)
+        highest_covered = max((segment_index(name) for name in covered), default=0)
         candidates = []
         for entry in self.layout.segments_dir.iterdir():
-            index = _segment_index(entry.name)
+            index = segment_index(entry.name)
             name = f"{SEGMENTS_DIR}/{entry.name}"
             if index > highest_covered and name not in covered:
                 candidates.append(name)
@@ -325,11 +324,6 @@ class Ledger:
             {"file": name, "sha256": digest, "size": size, "reason": "segment file without a record found at open"},
         )
         self.recovered_segments.append(record)
-
-
-def _segment_index(name: str) -> int:
-    match = _SEGMENT_INDEX.match(name.rsplit("/", 1)[-1])
-    return int(match.group(1)) if match else 0
 
 
 def _before(entries: list[tuple[int, str]], end: int) -> frozenset[str]:

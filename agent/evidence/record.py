@@ -43,6 +43,13 @@ BODY_FIELDS: dict[str, dict[str, Any]] = {
     # A segment file found at open without its record (a crash between the file and its record):
     # recorded so it is not lost, and marked as recovered rather than recorded in the normal way.
     "recovered": {"file": _SEGMENT_FILE, "sha256": _HEX64, "size": int, "reason": str},
+    # The bytes of an open segment file written since the previous checkpoint (about one GOP), signed
+    # so that at most about a second of footage is ever unsigned.
+    "checkpoint": {"file": _SEGMENT_FILE, "offset": int, "length": int, "sha256": _HEX64, "frames": int},
+    # An interval with no footage that should have had some (a crash or power loss while recording).
+    "gap": {"from_wall_us": int, "to_wall_us": int, "reason": str},
+    # Recording stopped cleanly because the storage reached its floor or a write failed.
+    "storage-full": {"free_bytes": int, "reason": str},
     # Something that happened (button press, bookmark, warning); ``kind`` says what.
     "event": {"kind": str},
     # A segment deleted after the station acknowledged it; the file named must have a segment record.

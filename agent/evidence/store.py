@@ -11,6 +11,7 @@ by the verifier and the uploader.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from agent.evidence.record import STORE_FILE_PATTERN
 LEDGER_FILE = "ledger.jsonl"
 SEGMENTS_DIR = "segments"
 QUARANTINE_DIR = "quarantine"
+_SEGMENT_NAME = re.compile(r"(\d{6})\.[A-Za-z0-9]+\Z")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class StoreLayout:
         except OSError as exc:
             raise StoreError(f"store {display_path(self.root)}: cannot create ({exc.strerror})") from None
 
+    def next_segment_index(self) -> int:
+        """Segment numbering continues across runs into the same store."""
+        if not self.segments_dir.is_dir():
+            return 1
+        return max((segment_index(entry.name) for entry in self.segments_dir.iterdir()), default=0) + 1
+
     def write_segment(self, file_name: str, data: bytes) -> StoredFile:
         """Write a whole segment file durably and read-only; return what its record must carry."""
         name = f"{SEGMENTS_DIR}/{file_name}"
@@ -78,3 +86,8 @@ def segment_file_name(index: int, extension: str) -> str:
     """Segment files are numbered from 1 with six digits: 000041.mp4."""
     return f"{index:06d}.{extension}"
 
+
+def segment_index(name: str) -> int:
+    """The number of a segment file (``000041.ts`` or ``segments/000041.ts``); 0 for other names."""
+    match = _SEGMENT_NAME.match(name.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else 0

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import RecordFormatError, StoreError, VerificationError
 from agent.evidence.encoding import GENESIS_PREV
-from agent.evidence.fsutil import display_path, sha256_file
+from agent.evidence.fsutil import display_path, sha256_file_ranges
 from agent.evidence.keys import fingerprint, public_key_from_hex, public_key_raw, verify_signature
 from agent.evidence.record import SignedRecord, parse_line
 from agent.evidence.store import LEDGER_FILE, QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout
@@ -103,6 +103,7 @@ class FileClaim:
     name: str
     sha256: str
     size: int
+    offset: int = 0  # where a checkpoint's bytes start; whole files start at 0
 
 
 class ChainVerifier:
@@ -126,6 +127,7 @@ class ChainVerifier:
         self.segments: dict[str, FileClaim] = {}
         self.purged: dict[str, FileClaim] = {}
         self.recoveries: list[FileClaim] = []
+        self.checkpoints: dict[str, list[FileClaim]] = {}  # file -> checkpoints in ledger order
 
     def adopt_announced_key(self, signed: SignedRecord, line_no: int) -> None:
         """Use the key a boot record announces (and is signed with) when no key was pinned."""
@@ -252,6 +254,21 @@ class ChainVerifier:
             self.problem(f"monotonic time went backwards within boot {record.boot}", record.seq, line=line_no)
         self._mono_by_boot[record.boot] = record.mono_us
 
+    def _collect_checkpoint(self, signed: SignedRecord, line_no: int) -> None:
+        body = signed.record.body
+        name, offset, length = str(body["file"]), int(body["offset"]), int(body["length"])
+        label = _label(name)
+        if name in self.segments:
+            self.problem(f"checkpoint after the file was closed by seq {self.segments[name].seq}",
+                         signed.seq, label, line_no)
+            return
+        earlier = self.checkpoints.setdefault(name, [])
+        expected = earlier[-1].offset + earlier[-1].size if earlier else 0
+        if offset != expected:
+            self.problem(f"checkpoint starts at byte {offset}, not at {expected} where the previous one ended",
+                         signed.seq, label, line_no)
+        earlier.append(FileClaim(signed.seq, line_no, name, str(body["sha256"]), length, offset))
+
     @staticmethod
     def _claimed_files(signed: SignedRecord) -> set[str]:
         file = signed.record.body.get("file")
@@ -259,6 +276,9 @@ class ChainVerifier:
 
     def _collect_claims(self, signed: SignedRecord, line_no: int) -> None:
         record, body = signed.record, signed.record.body
+        if record.type == "checkpoint":
+            self._collect_checkpoint(signed, line_no)
+            return
         if record.type not in ("segment", "recovered", "purge", "recovery"):
             return
         claim = FileClaim(record.seq, line_no, str(body["file"]), str(body["sha256"]),
@@ -346,39 +366,58 @@ def verify_lines(
 
 
 def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: int | None = None) -> None:
-    """Hash every file the chain vouches for (in parallel) and compare with its record."""
-    live = [c for name, c in chain.segments.items() if name not in chain.purged]
-    for name, claim in chain.purged.items():
+    """Hash every file the chain vouches for (in parallel, one read per file) and compare with its records."""
+    live = {name: c for name, c in chain.segments.items() if name not in chain.purged}
+    for name, purged in chain.purged.items():
         if path_of(name).exists():
-            chain.note("file still present after its purge record", claim.seq, _label(name), claim.line)
-    claims = live + chain.recoveries
+            chain.note("file still present after its purge record", purged.seq, _label(name), purged.line)
+    for name, checkpoints in chain.checkpoints.items():
+        if name not in chain.segments:
+            first = checkpoints[0]
+            chain.problem("segment left open: checkpoints but no closing record (a crash not yet recovered)",
+                          first.seq, _label(name), first.line)
+    names = sorted(set(live) | {c.name for c in chain.recoveries} | (set(chain.checkpoints) - set(chain.purged)))
+    whole = {c.name: c for c in chain.recoveries} | live
+
+    def hash_one(name: str) -> tuple[str, int, list[str | None], str | None]:
+        ranges = [(c.offset, c.size) for c in chain.checkpoints.get(name, [])]
+        try:
+            digest, size, partial = sha256_file_ranges(path_of(name), ranges)
+        except FileNotFoundError:
+            return "", 0, [], "file missing"
+        except OSError as exc:
+            return "", 0, [], f"cannot read ({exc.strerror})"
+        return digest, size, partial, None
+
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        outcomes = list(pool.map(lambda c: _hash_or_error(path_of(c.name)), claims))
-    for claim, (digest, size, error) in zip(claims, outcomes, strict=True):
-        label = _label(claim.name)
+        outcomes = list(pool.map(hash_one, names))
+    for name, (digest, size, partial, error) in zip(names, outcomes, strict=True):
+        label, claim = _label(name), whole.get(name)
+        anchor = claim if claim is not None else chain.checkpoints[name][0]
         if error is not None:
-            chain.problem(error, claim.seq, label, claim.line)
-        elif size != claim.size:
+            chain.problem(error, anchor.seq, label, anchor.line)
+            continue
+        for checkpoint, got in zip(chain.checkpoints.get(name, []), partial, strict=True):
+            end = checkpoint.offset + checkpoint.size
+            if got is None:
+                chain.problem(f"file ends at byte {size}, before the checkpointed byte {end}",
+                              checkpoint.seq, label, checkpoint.line)
+            elif got != checkpoint.sha256:
+                chain.problem(f"checkpoint bytes {checkpoint.offset}..{end} sha256 mismatch",
+                              checkpoint.seq, label, checkpoint.line)
+        if claim is None:
+            continue
+        if size != claim.size:
             chain.problem(f"size {size} differs from the recorded {claim.size}", claim.seq, label, claim.line)
         elif digest != claim.sha256:
             chain.problem("sha256 mismatch", claim.seq, label, claim.line)
     chain.report.segments = len(live)
-    chain.report.segment_bytes = sum(c.size for c in live)
-
-
-def _hash_or_error(path: Path) -> tuple[str, int, str | None]:
-    try:
-        digest, size = sha256_file(path)
-    except FileNotFoundError:
-        return "", 0, "file missing"
-    except OSError as exc:
-        return "", 0, f"cannot read ({exc.strerror})"
-    return digest, size, None
+    chain.report.segment_bytes = sum(c.size for c in live.values())
 
 
 def check_unclaimed(chain: ChainVerifier, layout: StoreLayout) -> None:
     """A file in segments/ or quarantine/ that no record vouches for is a problem (a cut-off ledger)."""
-    claimed = set(chain.segments) | {c.name for c in chain.recoveries} | chain.unverified_files
+    claimed = set(chain.segments) | {c.name for c in chain.recoveries} | chain.unverified_files | set(chain.checkpoints)
     for folder in (SEGMENTS_DIR, QUARANTINE_DIR):
         directory = layout.root / folder
         if not directory.is_dir():

@@ -44,7 +44,6 @@ CHILD = textwrap.dedent(
     from agent.evidence.keys import load_device_key
     from agent.evidence.ledger import Ledger
     from agent.evidence.store import segment_file_name
-    from agent.simulate import next_segment_index
 
     store, key_file, device, run, mode, pad_len = sys.argv[1:7]
     ledger = Ledger.open(Path(store), load_device_key(Path(key_file)), device, boot_reason="run " + run)
@@ -53,7 +52,7 @@ CHILD = textwrap.dedent(
         "recoveries": [dict(r.record.body) for r in ledger.recovery_records],
         "recovered": [r.record.body["file"] for r in ledger.recovered_segments],
     }), flush=True)
-    index = next_segment_index(ledger.layout)
+    index = ledger.layout.next_segment_index()
     pad = "x" * int(pad_len)
     n = 0
     while mode == "loop" or n < int(mode):

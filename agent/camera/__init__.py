@@ -1,0 +1,1 @@
+"""Camera backends behind one small port (see :mod:`agent.camera.base`)."""

@@ -1,0 +1,1 @@
+"""The recorder: segmenter (a picamera2-style output), pre-event buffer, checkpoints, storage policy."""

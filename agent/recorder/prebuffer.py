@@ -1,0 +1,53 @@
+"""The pre-event buffer: the last N seconds of encoded video, kept in memory while armed.
+
+It always starts at a keyframe, so what it hands over is decodable from its first packet; when it wraps,
+whole GOPs fall off the front, never part of one. With N = 0 it still keeps the GOP in progress, so a
+recording starts at the last keyframe rather than with frames no decoder can use.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    data: bytes
+    keyframe: bool
+    timestamp_us: int
+
+
+class PreEventBuffer:
+    def __init__(self, seconds: float) -> None:
+        self.duration_us = int(seconds * 1_000_000)
+        self._frames: deque[EncodedFrame] = deque()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def add(self, frame: EncodedFrame) -> None:
+        if self.duration_us <= 0 and frame.keyframe:
+            self.drain()
+        if not self._frames and not frame.keyframe:
+            return  # nothing decodable to start from yet
+        self._frames.append(frame)
+        self.bytes += len(frame.data)
+        self._trim(frame.timestamp_us)
+
+    def _trim(self, now_us: int) -> None:
+        # Drop the oldest GOP while the buffer would still cover the duration without it.
+        while True:
+            second_key = next((i for i, f in enumerate(self._frames) if i > 0 and f.keyframe), None)
+            if second_key is None or now_us - self._frames[second_key].timestamp_us < self.duration_us:
+                return
+            for _ in range(second_key):
+                self.bytes -= len(self._frames.popleft().data)
+
+    def drain(self) -> list[EncodedFrame]:
+        """Hand over everything buffered (oldest first) and start empty."""
+        frames = list(self._frames)
+        self._frames.clear()
+        self.bytes = 0
+        return frames
