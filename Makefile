@@ -10,8 +10,8 @@ venv:
 
 demo: venv
 	@rm -rf $(DEMO_DIR)
-	@echo "== a simulated device records into $(DEMO_DIR)/store"
-	$(BIN)/bodycam-agent simulate --store $(DEMO_DIR)/store --seconds 5
+	@echo "== a simulated device records 8 s of real H.264 (synthetic camera, 4 s segments) into $(DEMO_DIR)/store"
+	$(BIN)/bodycam-agent simulate --store $(DEMO_DIR)/store --seconds 8 --segment-seconds 4
 	@echo "== the device's public key, as a technician enrolls it"
 	$(BIN)/bodycam-provision show-key --key $(DEMO_DIR)/store/identity/device.key --pem > $(DEMO_DIR)/device.pub
 	@echo "== an auditor verifies the store against that key"

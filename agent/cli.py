@@ -1,7 +1,8 @@
-"""``bodycam-agent``: the device daemon's command line.
+"""``bodycam-agent``: the device agent's command line.
 
-``simulate`` runs the device side with stand-ins for hardware; the recording daemon (``run``) arrives with
-the recording pipeline.
+``simulate`` runs the device side with the synthetic camera; ``record`` records with any camera backend
+(the Pi camera module, an OpenCV capture, the synthetic source) until a duration or a signal. The full
+daemon with buttons and configuration arrives with the field-workflow and provisioning work.
 """
 
 from __future__ import annotations
@@ -9,19 +10,21 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from agent.camera.base import CameraSettings
 from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.record import DEVICE_ID_PATTERN
-from agent.simulate import simulate
+from agent.simulate import RecordingResult, record, simulate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DEVICE_ID = "sim-0001"
+BACKENDS = ("synthetic", "opencv", "picamera2")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,56 +38,119 @@ def _device_id(text: str) -> str:
     return text
 
 
-def _seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seconds {text!r} is not a whole number") from None
-    if not 0 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"--seconds {value} is outside 0..86400")
-    return value
+def _bounded_int(name: str, low: int, high: int) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} {value} is outside {low}..{high}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _bounded_float(name: str, low: float, high: float) -> type[float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} {value} is outside {low}..{high}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--store", type=Path, required=True, help="store folder (created if missing)")
+    sub.add_argument("--device-id", type=_device_id, default=DEFAULT_DEVICE_ID, help="device id")
+    sub.add_argument("--officer-id", default="unassigned", help="officer id burned into the overlay")
+    sub.add_argument("--key", type=Path, help="device key file (default STORE/identity/device.key; created 0600)")
+    sub.add_argument("--segment-seconds", type=_bounded_float("--segment-seconds", 1, 600), default=10.0,
+                     help="segment length in seconds (default 10)")
+    sub.add_argument("--width", type=_bounded_int("--width", 64, 4096), default=640, help="frame width")
+    sub.add_argument("--height", type=_bounded_int("--height", 64, 4096), default=360, help="frame height")
+    sub.add_argument("--fps", type=_bounded_int("--fps", 1, 120), default=30, help="frames per second")
+    sub.add_argument("--bitrate", type=_bounded_int("--bitrate", 100_000, 50_000_000), default=2_000_000,
+                     help="H.264 bitrate in bits/s")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bodycam-agent", description="Body-camera device agent.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sim = commands.add_parser("simulate", help="run a simulated device writing a real, signed ledger")
-    sim.add_argument("--store", type=Path, required=True, help="store folder (created if missing)")
-    sim.add_argument("--seconds", type=_seconds, default=10, help="how many ~1 s segments to write (default 10)")
-    sim.add_argument("--device-id", type=_device_id, default=DEFAULT_DEVICE_ID, help="device id")
-    sim.add_argument("--key", type=Path, help="device key file (default STORE/identity/device.key; created 0600)")
-    sim.add_argument("--fast", action="store_true", help="do not wait a second between segments")
+    sim = commands.add_parser("simulate", help="record synthetic video into a real, signed store")
+    _common(sim)
+    sim.add_argument("--seconds", type=_bounded_int("--seconds", 0, 86_400), default=10,
+                     help="seconds of video to record (default 10)")
+    sim.add_argument("--fast", action="store_true", help="make frames as fast as possible instead of in real time")
+    rec = commands.add_parser("record", help="record with a camera backend until --seconds or Ctrl-C/SIGTERM")
+    _common(rec)
+    rec.add_argument("--backend", choices=BACKENDS, default="synthetic",
+                     help="camera backend (the BODYCAM_CAMERA environment variable overrides it)")
+    rec.add_argument("--source", default="0", help="opencv backend: a V4L2 device index or a video file")
+    rec.add_argument("--seconds", type=_bounded_float("--seconds", 0, 86_400 * 7), default=None,
+                     help="stop after this many seconds of video (default: run until stopped)")
+    rec.add_argument("--prebuffer-seconds", type=_bounded_float("--prebuffer-seconds", 0, 120), default=0.0,
+                     help="seconds of video kept before the start (default 0)")
     return parser
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _settings(args: argparse.Namespace) -> CameraSettings:
+    return CameraSettings(
+        width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate,
+        keyframe_interval=args.fps, device_id=args.device_id, officer_id=args.officer_id,
+    )
 
 
-def _run_simulate(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, what: str, result: RecordingResult, fingerprint: str) -> None:
+    stats = result.stats
+    print(
+        f"{what} {args.device_id}: wrote {result.records} records and {result.segments} segments "
+        f"({stats.frames_written} frames) into {display_path(args.store)}; head seq {result.head_seq}; "
+        f"key fingerprint {fingerprint}"
+    )
+
+
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     key_path: Path = args.key or args.store / "identity" / "device.key"
     key = load_or_create_device_key(key_path)
-    result = simulate(
-        args.store, key, args.device_id, args.seconds, sleep=(lambda _s: None) if args.fast else time.sleep
-    )
-    print(
-        f"simulated device {args.device_id}: wrote {result.records} records and {result.segments} segments "
-        f"into {display_path(args.store)}; head seq {result.head_seq}; key fingerprint {key.fingerprint}"
-    )
+    settings = _settings(args)
+    if args.command == "simulate":
+        result = simulate(args.store, key, settings, args.seconds, realtime=not args.fast,
+                          segment_seconds=args.segment_seconds, stop_requested=stop)
+        _report(args, "simulated device", result, key.fingerprint)
+        return EXIT_OK
+    from agent.camera.factory import open_camera
+
+    options: dict[str, object] = {}
+    if args.backend == "opencv":
+        options["source"] = int(args.source) if args.source.isdigit() else args.source
+    camera = open_camera(args.backend, settings, **options)
+    result = record(args.store, key, camera, args.seconds, segment_seconds=args.segment_seconds,
+                    prebuffer_seconds=args.prebuffer_seconds, stop_requested=stop)
+    _report(args, "recorded device", result, key.fingerprint)
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # the recording finishes cleanly: the open segment is closed and signed
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run_simulate(args)
+        return _run(args, stop)
     except BodycamError as exc:
         print(f"bodycam-agent: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("bodycam-agent: interrupted; every record written so far is durable", file=sys.stderr)
-        return EXIT_FAILED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import FakeClock, seeded_key
+from helpers import FakeClock, seeded_key, stand_in_store
 
 from agent.evidence.keys import DeviceKey
-from agent.simulate import simulate
 
 StoreFactory = Callable[..., tuple[Path, DeviceKey]]
 
@@ -19,7 +18,7 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture
 def make_store(tmp_path: Path) -> StoreFactory:
-    """Factory: a simulated device store under tmp_path, made with a seeded key and a FakeClock.
+    """Factory: a stand-in device store under tmp_path, made with a seeded key and a FakeClock.
 
     ``make_store(seed=1, device_id="dev-0001", seconds=5, name=None) -> (store_path, key)``. With the
     defaults the ledger is: 1 boot, 2 event, 3-6 segments 000001-000004, 7 bookmark, 8 segment 000005,
@@ -31,7 +30,7 @@ def make_store(tmp_path: Path) -> StoreFactory:
     ) -> tuple[Path, DeviceKey]:
         store = tmp_path / (name or f"store-{device_id}")
         key = seeded_key(seed)
-        simulate(store, key, device_id, seconds, clock=FakeClock(), sleep=lambda s: None)
+        stand_in_store(store, key, device_id, seconds, clock=FakeClock())
         return store, key
 
     return factory

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import stand_in_store
 
 from agent import cli as agent_cli
 from agent import verify_cli
 from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_device_key, public_key_pem
 from agent.evidence.verify import verify_store
-from agent.simulate import simulate
 from firmware_config import provision_cli
 from sync import cli as sync_cli
 
@@ -53,7 +53,7 @@ def one_line(text: str) -> str:
 
 def make_store(root: Path, seconds: int = 2, key: DeviceKey | None = None) -> DeviceKey:
     key = key or DeviceKey.generate()
-    simulate(root, key, DEVICE, seconds, sleep=lambda _s: None)
+    stand_in_store(root, key, DEVICE, seconds)
     return key
 
 
@@ -300,24 +300,25 @@ def test_simulate_writes_a_verifiable_store_and_reruns_continue(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     root = tmp_path / "sim"
-    assert agent_cli.main(["simulate", "--store", str(root), "--seconds", "3", "--fast"]) == 0
+    sim = ["simulate", "--store", str(root), "--seconds", "3", "--fast", "--segment-seconds", "1"]
+    assert agent_cli.main(sim) == 0
     out, err = capsys.readouterr()
     key_file = root / "identity" / "device.key"
     key = load_device_key(key_file)
     assert err == ""
     assert one_line(out) == (
-        f"simulated device sim-0001: wrote 6 records and 3 segments into {root}; head seq 6; "
+        f"simulated device sim-0001: wrote 6 records and 3 segments (90 frames) into {root}; head seq 6; "
         f"key fingerprint {key.fingerprint}"
     )
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert sorted(p.name for p in (root / "segments").iterdir()) == ["000001.bin", "000002.bin", "000003.bin"]
+    assert sorted(p.name for p in (root / "segments").iterdir()) == ["000001.ts", "000002.ts", "000003.ts"]
     report = verify_store(root, key.public_key)
     assert report.intact and report.last_seq == 6
 
-    assert agent_cli.main(["simulate", "--store", str(root), "--seconds", "3", "--fast"]) == 0
+    assert agent_cli.main(sim) == 0
     out, _err = capsys.readouterr()
     assert "wrote 6 records and 3 segments" in out and "head seq 12;" in out
-    assert sorted(p.name for p in (root / "segments").iterdir()) == [f"{i:06d}.bin" for i in range(1, 7)]
+    assert sorted(p.name for p in (root / "segments").iterdir()) == [f"{i:06d}.ts" for i in range(1, 7)]
     report = verify_store(root, key.public_key)
     assert report.intact, report.problems
     assert (report.records, report.first_seq, report.last_seq, report.segments) == (12, 1, 12, 6)
@@ -326,10 +327,11 @@ def test_simulate_writes_a_verifiable_store_and_reruns_continue(
 def test_simulate_in_a_real_process(tmp_path: Path) -> None:
     root = tmp_path / "sim"
     result = run_script(
-        "bodycam-agent", "simulate", "--store", root, "--seconds", "2", "--fast", "--device-id", "cam-7"
+        "bodycam-agent", "simulate", "--store", root, "--seconds", "2", "--fast", "--device-id", "cam-7",
+        "--segment-seconds", "1",
     )
     assert result.returncode == 0, result.stderr
-    assert b"simulated device cam-7: wrote 5 records and 2 segments" in result.stdout
+    assert b"simulated device cam-7: wrote 5 records and 2 segments (60 frames)" in result.stdout
     report = verify_store(root)
     assert report.intact and report.device == "cam-7"
 

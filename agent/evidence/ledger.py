@@ -37,6 +37,8 @@ _TORN_NAME = re.compile(r"ledger-torn-(\d+)-([0-9a-f]{16})\.bin\Z")
 _RECOVERY_MARK = b'"type":"recovery"'
 _SEGMENT_MARKS = (b'"type":"segment"', b'"type":"recovered"')
 _FILE_FIELD = re.compile(rb'"file":"(segments/[^"]+)"')
+_CHECKPOINT_MARK = b'"type":"checkpoint"'
+_CHECKPOINT_RANGE = re.compile(rb'"length":(\d+),"offset":(\d+)')  # canonical order: length before offset
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,8 @@ class Ledger:
             self._append_recovery(torn_file, scan.torn_reason or "torn tail found at open")
         orphan = self._orphan_segment(scan.covered_segments)
         if orphan is not None:
-            self._append_recovered_segment(orphan)
+            last_wall_us = scan.last.record.wall_us if scan.last is not None else self.boot_record.record.wall_us
+            self._append_recovered_segment(orphan, last_wall_us)
 
     def _scan(self) -> _Scan:
         """Read the ledger once: find the last good record, a torn tail, and recovery records."""
@@ -317,13 +320,43 @@ class Ledger:
                 candidates.append(name)
         return candidates[0] if len(candidates) == 1 else None
 
-    def _append_recovered_segment(self, name: str) -> None:
-        digest, size = sha256_file(self.layout.path_of(name))
+    def _append_recovered_segment(self, name: str, last_wall_us: int) -> None:
+        """Record a segment a crash left open, how much of it checkpoints signed, and the gap after it."""
+        path = self.layout.path_of(name)
+        os.chmod(path, 0o444)  # read-only once a record vouches for it, like every closed segment
+        digest, size = sha256_file(path)
         record = self.append(
             "recovered",
-            {"file": name, "sha256": digest, "size": size, "reason": "segment file without a record found at open"},
+            {
+                "file": name,
+                "sha256": digest,
+                "size": size,
+                "signed_bytes": self._checkpointed_bytes(name),
+                "reason": "segment file without a record found at open (crash or power loss while recording)",
+            },
         )
         self.recovered_segments.append(record)
+        self.append(
+            "gap",
+            {
+                "from_wall_us": last_wall_us,
+                "to_wall_us": self.boot_record.record.wall_us if self.boot_record else last_wall_us,
+                "reason": f"no footage between the last record before the crash and this start ({name} was open)",
+            },
+        )
+
+    def _checkpointed_bytes(self, name: str) -> int:
+        """Where the last checkpoint of ``name`` ended: the part of a recovered file signed before the crash."""
+        marker = f'"file":"{name}"'.encode("ascii")
+        end = 0
+        with open(self._fd, "rb", closefd=False) as handle:
+            handle.seek(0)
+            for line in handle:
+                if _CHECKPOINT_MARK in line and marker in line:
+                    match = _CHECKPOINT_RANGE.search(line)
+                    if match:
+                        end = max(end, int(match.group(1)) + int(match.group(2)))
+        return end
 
 
 def _before(entries: list[tuple[int, str]], end: int) -> frozenset[str]:

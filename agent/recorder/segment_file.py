@@ -133,7 +133,7 @@ class SegmentFile:
             os.fsync(self._fd)
             os.fchmod(self._fd, 0o444)
         finally:
-            os.close(self._fd)
+            self._release()
         return ClosedSegment(
             sha256=self._writer.whole.hexdigest(),
             size=self._writer.offset,
@@ -144,9 +144,17 @@ class SegmentFile:
 
     def abandon(self) -> None:
         """After a write error: release the descriptor, keep the file as it is (it is evidence)."""
+        if self._fd < 0:
+            return  # close() failed after releasing the descriptor: nothing left to release
         try:
             self._container.close()
         except (OSError, av.FFmpegError):
             pass  # the muxer cannot flush to a failing disk; what reached the file stays there
         finally:
-            os.close(self._fd)
+            self._release()
+
+    def _release(self) -> None:
+        # Closed exactly once: a second os.close could close a descriptor another thread has since opened.
+        fd, self._fd = self._fd, -1
+        self._writer.fd = -1  # a late flush from the muxer fails (EBADF) instead of writing elsewhere
+        os.close(fd)

@@ -7,12 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import FakeClock, seeded_key
+from helpers import FakeClock, seeded_key, stand_in_store
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.evidence.verify import verify_store
-from agent.simulate import simulate
 
 SEGMENTS = 3
 LEDGER = "ledger.jsonl"
@@ -23,7 +22,7 @@ FILES = [LEDGER, *SEGMENT_FILES]
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("property") / "store"
-    simulate(store, seeded_key(7), "prop-0001", SEGMENTS, clock=FakeClock(), sleep=lambda s: None)
+    stand_in_store(store, seeded_key(7), "prop-0001", SEGMENTS, clock=FakeClock())
     assert verify_store(store).intact
     return store
 

@@ -1,0 +1,67 @@
+"""A recording session: one camera driving one segmenter, writing into one ledger.
+
+``arm()`` starts the camera and its encoder into the pre-event buffer; ``start()`` and ``stop()`` are the
+officer's record button; ``close()`` stops the camera and returns once every frame it produced is signed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from agent.camera.base import Camera
+from agent.evidence.ledger import Ledger
+from agent.recorder.segmenter import RecorderState, Segmenter, SegmenterSettings, SegmenterStats
+from agent.recorder.storage import StorageState
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """How long the stop took from the press to the last segment signed."""
+
+    seconds: float
+    completed: bool
+
+
+class RecordingSession:
+    def __init__(self, ledger: Ledger, camera: Camera, settings: SegmenterSettings) -> None:
+        self.ledger = ledger
+        self.camera = camera
+        self.storage_state = StorageState.OK
+        self.segmenter = Segmenter(
+            ledger, settings, origin_mono_us=lambda: camera.origin_mono_us, on_storage=self._storage_changed
+        )
+        self._armed = False
+
+    @property
+    def state(self) -> RecorderState:
+        return self.segmenter.state
+
+    @property
+    def stats(self) -> SegmenterStats:
+        return self.segmenter.stats
+
+    def arm(self) -> None:
+        if not self._armed:
+            self.camera.start_recording(self.segmenter)
+            self._armed = True
+
+    def start(self, reason: str = "record button") -> threading.Event:
+        self.arm()
+        return self.segmenter.start_recording(reason)
+
+    def stop(self, reason: str = "record button", timeout: float = 10.0) -> StopResult:
+        began = time.monotonic()
+        done = self.segmenter.stop_recording(reason).wait(timeout)
+        return StopResult(time.monotonic() - began, done)
+
+    def close(self) -> None:
+        """Stop the camera; the segmenter closes and signs whatever is open before this returns."""
+        if self._armed:
+            self._armed = False
+            self.camera.stop_recording()
+        self.camera.close()
+
+    def _storage_changed(self, state: StorageState) -> None:
+        self.storage_state = state  # read by health reporting and the LED driver
