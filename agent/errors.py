@@ -39,6 +39,10 @@ class StoreError(BodycamError):
     """A store folder is missing, unreadable or not a store."""
 
 
+class CameraError(BodycamError):
+    """A camera backend cannot be opened or fails while running."""
+
+
 class VerificationError(BodycamError):
     """Evidence failed verification. The one error type verification raises.
 

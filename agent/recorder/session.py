@@ -58,10 +58,12 @@ class RecordingSession:
 
     def close(self) -> None:
         """Stop the camera; the segmenter closes and signs whatever is open before this returns."""
-        if self._armed:
-            self._armed = False
-            self.camera.stop_recording()
-        self.camera.close()
+        try:
+            if self._armed:
+                self._armed = False
+                self.camera.stop_recording()  # raises CameraError if the camera failed while running
+        finally:
+            self.camera.close()  # the camera is released even then
 
     def _storage_changed(self, state: StorageState) -> None:
         self.storage_state = state  # read by health reporting and the LED driver
