@@ -11,6 +11,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -38,30 +39,20 @@ def _device_id(text: str) -> str:
     return text
 
 
-def _bounded_int(name: str, low: int, high: int) -> type[int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} {value} is outside {low}..{high}")
-        return value
+def _bounded(name: str, convert: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: ``convert`` the text and insist on ``low <= value <= high``."""
 
-    return parse  # type: ignore[return-value]
-
-
-def _bounded_float(name: str, low: float, high: float) -> type[float]:
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a number") from None
+            kind = "whole number" if convert is int else "number"
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a {kind}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{name} {value} is outside {low}..{high}")
         return value
 
-    return parse  # type: ignore[return-value]
+    return parse
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
@@ -69,12 +60,12 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--device-id", type=_device_id, default=DEFAULT_DEVICE_ID, help="device id")
     sub.add_argument("--officer-id", default="unassigned", help="officer id burned into the overlay")
     sub.add_argument("--key", type=Path, help="device key file (default STORE/identity/device.key; created 0600)")
-    sub.add_argument("--segment-seconds", type=_bounded_float("--segment-seconds", 1, 600), default=10.0,
+    sub.add_argument("--segment-seconds", type=_bounded("--segment-seconds", float, 1, 600), default=10.0,
                      help="segment length in seconds (default 10)")
-    sub.add_argument("--width", type=_bounded_int("--width", 64, 4096), default=640, help="frame width")
-    sub.add_argument("--height", type=_bounded_int("--height", 64, 4096), default=360, help="frame height")
-    sub.add_argument("--fps", type=_bounded_int("--fps", 1, 120), default=30, help="frames per second")
-    sub.add_argument("--bitrate", type=_bounded_int("--bitrate", 100_000, 50_000_000), default=2_000_000,
+    sub.add_argument("--width", type=_bounded("--width", int, 64, 4096), default=640, help="frame width")
+    sub.add_argument("--height", type=_bounded("--height", int, 64, 4096), default=360, help="frame height")
+    sub.add_argument("--fps", type=_bounded("--fps", int, 1, 120), default=30, help="frames per second")
+    sub.add_argument("--bitrate", type=_bounded("--bitrate", int, 100_000, 50_000_000), default=2_000_000,
                      help="H.264 bitrate in bits/s")
 
 
@@ -83,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sim = commands.add_parser("simulate", help="record synthetic video into a real, signed store")
     _common(sim)
-    sim.add_argument("--seconds", type=_bounded_int("--seconds", 0, 86_400), default=10,
+    sim.add_argument("--seconds", type=_bounded("--seconds", int, 0, 86_400), default=10,
                      help="seconds of video to record (default 10)")
     sim.add_argument("--fast", action="store_true", help="make frames as fast as possible instead of in real time")
     rec = commands.add_parser("record", help="record with a camera backend until --seconds or Ctrl-C/SIGTERM")
@@ -91,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--backend", choices=BACKENDS, default="synthetic",
                      help="camera backend (the BODYCAM_CAMERA environment variable overrides it)")
     rec.add_argument("--source", default="0", help="opencv backend: a V4L2 device index or a video file")
-    rec.add_argument("--seconds", type=_bounded_float("--seconds", 0, 86_400 * 7), default=None,
+    rec.add_argument("--seconds", type=_bounded("--seconds", float, 0, 86_400 * 7), default=None,
                      help="stop after this many seconds of video (default: run until stopped)")
-    rec.add_argument("--prebuffer-seconds", type=_bounded_float("--prebuffer-seconds", 0, 120), default=0.0,
+    rec.add_argument("--prebuffer-seconds", type=_bounded("--prebuffer-seconds", float, 0, 120), default=0.0,
                      help="seconds of video kept before the start (default 0)")
     return parser
 

@@ -62,18 +62,8 @@ def write_file_durably(path: Path, data: bytes, mode: int = 0o444, exclusive: bo
 
 def sha256_file(path: Path) -> tuple[str, int]:
     """Hex SHA-256 and size of a file, read in large chunks (hashlib releases the GIL for them)."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as handle:
-        buffer = bytearray(HASH_CHUNK_BYTES)
-        view = memoryview(buffer)
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
-            digest.update(view[:count])
-            size += count
-    return digest.hexdigest(), size
+    digest, size, _ = sha256_file_ranges(path, [])
+    return digest, size
 
 
 def sha256_file_ranges(path: Path, ranges: list[tuple[int, int]]) -> tuple[str, int, list[str | None]]:
