@@ -16,6 +16,7 @@ class EncodedFrame:
     data: bytes
     keyframe: bool
     timestamp_us: int
+    already_written: bool = False  # handed back to the buffer at a stop, after it went into a segment
 
 
 class PreEventBuffer:
@@ -27,23 +28,27 @@ class PreEventBuffer:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def add(self, frame: EncodedFrame) -> None:
+    def add(self, frame: EncodedFrame) -> int:
+        """Keep ``frame``; returns how many frames this pushed out (or refused: before any keyframe)."""
+        dropped = 0
         if self.duration_us <= 0 and frame.keyframe:
-            self.drain()
+            dropped = len(self.drain())
         if not self._frames and not frame.keyframe:
-            return  # nothing decodable to start from yet
+            return dropped + 1  # nothing decodable to start from yet
         self._frames.append(frame)
         self.bytes += len(frame.data)
-        self._trim(frame.timestamp_us)
+        return dropped + self._trim(frame.timestamp_us)
 
-    def _trim(self, now_us: int) -> None:
+    def _trim(self, now_us: int) -> int:
         # Drop the oldest GOP while the buffer would still cover the duration without it.
+        dropped = 0
         while True:
             second_key = next((i for i, f in enumerate(self._frames) if i > 0 and f.keyframe), None)
             if second_key is None or now_us - self._frames[second_key].timestamp_us < self.duration_us:
-                return
+                return dropped
             for _ in range(second_key):
                 self.bytes -= len(self._frames.popleft().data)
+            dropped += second_key
 
     def drain(self) -> list[EncodedFrame]:
         """Hand over everything buffered (oldest first) and start empty."""

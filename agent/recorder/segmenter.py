@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import BodycamError
@@ -51,8 +51,10 @@ class SegmenterSettings:
 class SegmenterStats:
     frames_in: int = 0
     frames_written: int = 0
-    frames_not_recording: int = 0  # arrived while armed (into the buffer) or halted
+    frames_not_recording: int = 0  # arrived while armed: into the pre-event buffer (written if a start follows)
+    frames_aged_out: int = 0  # fell off the front of the pre-event buffer while armed (no recording was on)
     frames_after_halt: int = 0
+    frames_rewritten: int = 0  # the GOP in progress at a stop, written again at the start of the next recording
     segments_closed: int = 0
     checkpoints: int = 0
     backlog_max: int = 0
@@ -93,6 +95,7 @@ class Segmenter:
         self._buffer = PreEventBuffer(settings.prebuffer_seconds)
         self._segment: SegmentFile | None = None
         self._segment_name = ""
+        self._gop: list[EncodedFrame] = []  # frames written since the last keyframe
         self._storage = StorageState.OK
         self._backlog_warned = False
         self._segment_us = int(settings.segment_seconds * 1_000_000)
@@ -189,6 +192,10 @@ class Segmenter:
             )
             for frame in buffered:
                 self._write(frame)
+                self.stats.frames_rewritten += frame.already_written
+        elif command.name == "start" and self.state is RecorderState.HALTED:
+            log.error("recording refused: %s", self.halt_reason)
+            self.ledger.append("event", {"kind": "recording-refused", "reason": f"halted: {self.halt_reason}"})
         elif command.name == "stop" and self.state is RecorderState.RECORDING:
             self._finish_recording(command.reason, record_event=True)
 
@@ -197,7 +204,7 @@ class Segmenter:
             self._write(frame)
         elif self.state is RecorderState.ARMED:
             self.stats.frames_not_recording += 1
-            self._buffer.add(frame)
+            self.stats.frames_aged_out += self._buffer.add(frame)
         else:
             self.stats.frames_after_halt += 1
 
@@ -214,9 +221,17 @@ class Segmenter:
             if self.state is not RecorderState.RECORDING or not self._check_storage():
                 self.stats.frames_after_halt += 1
                 return
+        if frame.keyframe:
+            self._gop = []
+        self._gop.append(frame)
         if self._segment is None:
             if not frame.keyframe:
-                return  # cannot happen: the buffer always starts at a keyframe and cuts are on keyframes
+                # Only before the encoder's first keyframe: the buffer starts at one, and a stop hands the
+                # GOP in progress back to it. Counted, never silent.
+                self.stats.frames_after_halt += 1
+                log.warning("frame at %d µs before any keyframe: not decodable on its own, skipped",
+                            frame.timestamp_us)
+                return
             self._open_segment()
             assert self._segment is not None
         try:
@@ -286,6 +301,11 @@ class Segmenter:
         self._close_segment()
         if self.state is RecorderState.RECORDING:  # closing can halt on a write error
             self.state = RecorderState.ARMED
+            # The frames after the stop continue this GOP: without its keyframe they could not be decoded,
+            # so the buffer starts from it. A quick restart writes these few frames again rather than
+            # losing the frames that follow them.
+            for frame in self._gop:
+                self._buffer.add(replace(frame, already_written=True))
             if record_event:
                 self.ledger.append("event", {"kind": "recording-stop", "reason": reason})
 

@@ -168,7 +168,7 @@ def test_stop_event_is_set_only_after_the_last_segment_is_signed(
     assert [f.pts for f in decode(root / "segments" / "000001.ts")] == expected_ticks(pushed[:100])
 
 
-def test_start_stop_start_gives_a_new_segment_and_writes_no_frame_twice(
+def test_start_stop_start_gives_a_new_segment_and_loses_no_frame(
     recorder: RecorderFactory, key: DeviceKey
 ) -> None:
     ledger, seg = recorder(segment_seconds=60.0, prebuffer_seconds=0.0)
@@ -191,18 +191,21 @@ def test_start_stop_start_gives_a_new_segment_and_writes_no_frame_twice(
     first, second, third = ([f.pts for f in decode(p)] for p in files)
     assert first == expected_ticks(pushed[:100])
     assert second == expected_ticks(pushed[180:290])  # starts at the keyframe before the press
-    # Frames 290..299 belong to a GOP whose keyframe went to the previous recording: they cannot be
-    # decoded alone and must not be written twice, so the third recording starts at the next keyframe.
-    assert third == expected_ticks(pushed[300:360])
+    # Frames 290..299 belong to a GOP whose keyframe (270) went to the previous recording: they cannot be
+    # decoded without it, so the third recording starts again at 270. The 20 frames 270..289 are written
+    # twice, in two recordings, rather than 290..299 being lost; they are counted.
+    assert third == expected_ticks(pushed[270:360])
     everything = first + second + third
-    assert len(set(everything)) == len(everything), "a frame was written twice"
+    twice = {tick for tick in everything if everything.count(tick) > 1}
+    assert twice == set(expected_ticks(pushed[270:290]))
+    assert seg.stats.frames_rewritten == 20
     for path in files:
         assert decode(path)[0].key
 
     recs = records(root)
     starts = of_type(recs, "event", "recording-start")
     assert [s.body["reason"] for s in starts] == ["first", "second", "third, within the same GOP"]
-    assert [s.body["prebuffer_frames"] for s in starts] == [0, 20, 0]
+    assert [s.body["prebuffer_frames"] for s in starts] == [0, 20, 25]
     assert starts[1].body["prebuffer_first_ts_us"] == pushed[180][2]
     assert [r.body["file"] for r in of_type(recs, "segment")] == [f"segments/{p.name}" for p in files]
     assert len(of_type(recs, "event", "recording-stop")) == 3

@@ -387,3 +387,17 @@ def test_floor_reached_before_the_disk_fills_stops_cleanly_with_a_low_warning_fi
         assert reopened.recovered_segments == []  # nothing was left open
 
 
+
+
+def test_a_start_while_halted_is_refused_with_a_signed_record(recorder: RecorderFactory, key: DeviceKey) -> None:
+    ledger, seg = recorder(thresholds=StorageThresholds(low_bytes=2**62, floor_bytes=2**61))  # always "full"
+    pushed = packets(60)
+    assert seg.start_recording("first").wait(10)
+    push(seg, pushed)
+    barrier(seg)
+    assert seg.state is RecorderState.HALTED
+    assert seg.start_recording("again").wait(10)
+    assert seg.state is RecorderState.HALTED
+    refused = of_type(records(ledger.layout.root), "event", "recording-refused")
+    assert len(refused) == 1 and "halted" in str(refused[0].body["reason"])
+    assert verify_store(ledger.layout.root, key.public_key).intact
