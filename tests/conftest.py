@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,27 @@ def store(make_store: StoreFactory) -> tuple[Path, DeviceKey]:
 def other_store(make_store: StoreFactory) -> tuple[Path, DeviceKey]:
     """A second device's store ("dev-0002", key seed 2), same shape as ``store``."""
     return make_store(seed=2, device_id="dev-0002")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for this test only, for a real ENOSPC from the kernel.
+
+    Needs root (CI runs as root); skipped, with the reason, where mounting is not allowed.
+    """
+    mount = shutil.which("mount")
+    if mount is None or os.geteuid() != 0:
+        pytest.skip("ENOSPC test needs root and mount(8) to mount a small tmpfs")
+    point = tmp_path / "small-fs"
+    point.mkdir()
+    result = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=1m,mode=0755", "bodycam-test", str(point)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {result.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -525,27 +523,6 @@ def test_append_refuses_bad_records_and_writes_nothing(
 
 
 # --- a real ENOSPC ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted for this test only (needs root; skipped where mounting is not allowed)."""
-    mount = shutil.which("mount")
-    if mount is None or os.geteuid() != 0:
-        pytest.skip("ENOSPC test needs root and mount(8) to mount a small tmpfs")
-    point = tmp_path / "small-fs"
-    point.mkdir()
-    result = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=1m,mode=0755", "bodycam-test", str(point)],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {result.stderr.strip()}")
-    try:
-        yield point
-    finally:
-        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
 
 
 def _fill(path: Path) -> None:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,27 +249,6 @@ def test_low_then_floor_with_scripted_free_space(
 
 
 # --- a really full disk: a small tmpfs ----------------------------------------------------------------
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted for this test only (needs root; skipped where mounting is not allowed)."""
-    mount = shutil.which("mount")
-    if mount is None or os.geteuid() != 0:
-        pytest.skip("ENOSPC test needs root and mount(8) to mount a small tmpfs")
-    point = tmp_path / "small-fs"
-    point.mkdir()
-    result = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=1m,mode=0755", "bodycam-rec-test", str(point)],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {result.stderr.strip()}")
-    try:
-        yield point
-    finally:
-        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
 
 
 def leave_free(fs: Path, name: str, free: int) -> Path:
