@@ -21,7 +21,8 @@ from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.record import DEVICE_ID_PATTERN
-from agent.simulate import RecordingResult, record, simulate
+from agent.scenario import load_scenario
+from agent.simulate import RecordingResult, record, simulate, simulate_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DEVICE_ID = "sim-0001"
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seconds", type=_bounded("--seconds", int, 0, 86_400), default=10,
                      help="seconds of video to record (default 10)")
     sim.add_argument("--fast", action="store_true", help="make frames as fast as possible instead of in real time")
+    sim.add_argument("--scenario", type=Path,
+                     help="press buttons as this TOML file scripts (firmware_config/scenarios/); overrides --seconds")
     rec = commands.add_parser("record", help="record with a camera backend until --seconds or Ctrl-C/SIGTERM")
     _common(rec)
     rec.add_argument("--backend", choices=BACKENDS, default="synthetic",
@@ -109,6 +112,15 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     key_path: Path = args.key or args.store / "identity" / "device.key"
     key = load_or_create_device_key(key_path)
     settings = _settings(args)
+    if args.command == "simulate" and args.scenario is not None:
+        scenario = load_scenario(args.scenario)
+        outcome = simulate_scenario(args.store, key, settings, scenario, segment_seconds=args.segment_seconds)
+        print(
+            f"simulated device {args.device_id}: scenario {scenario.name!r}: wrote {outcome.records} records "
+            f"({outcome.stats.frames_written} frames) into {display_path(args.store)}; head seq {outcome.head_seq}; "
+            f"key fingerprint {key.fingerprint}"
+        )
+        return EXIT_OK
     if args.command == "simulate":
         result = simulate(args.store, key, settings, args.seconds, realtime=not args.fast,
                           segment_seconds=args.segment_seconds, stop_requested=stop)

@@ -15,6 +15,10 @@ class UsageError(BodycamError):
     """A command was called wrongly or its input cannot be read (CLI exit code 2)."""
 
 
+class ConfigError(BodycamError):
+    """A configuration or profile file is invalid; the message names the file, the key and the problem."""
+
+
 class EncodingError(BodycamError):
     """A value cannot be put into (or read back from) the canonical record encoding."""
 

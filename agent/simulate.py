@@ -15,11 +15,18 @@ from pathlib import Path
 
 from agent.camera.base import Camera, CameraSettings
 from agent.camera.synthetic import SyntheticCamera
+from agent.controls.buttons import ButtonPanel
+from agent.controls.config import ControlsConfig
+from agent.controls.feedback import FeedbackDriver
+from agent.device import Device
 from agent.evidence.clock import Clock
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
 from agent.recorder.segmenter import SegmenterSettings, SegmenterStats
 from agent.recorder.session import RecordingSession
+from agent.scenario import Scenario, play
+from agent.workflow.state import WorkflowConfig
+from firmware_config.profiles import load_profiles
 
 BOOKMARK_EVERY_SECONDS = 4
 POLL_SECONDS = 0.02
@@ -116,3 +123,49 @@ def simulate(
         store, key, camera, seconds, segment_seconds=segment_seconds, clock=clock, stop_requested=stop_requested,
         on_second=bookmark_every_few_seconds, boot_reason="simulate",
     )
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    records: int
+    head_seq: int
+    head_link: str
+    stats: SegmenterStats
+
+
+def simulate_scenario(
+    store: Path,
+    key: DeviceKey,
+    settings: CameraSettings,
+    scenario: Scenario,
+    segment_seconds: float = 10.0,
+    prebuffer_seconds: float = 30.0,
+    clock: Clock | None = None,
+) -> ScenarioResult:
+    """The simulated device with scripted buttons: the real device code on gpiozero's mock pins."""
+    from gpiozero.pins.mock import MockFactory  # the simulator's pins; a device uses the configured factory
+
+    factory = MockFactory()
+    controls = ControlsConfig.default()
+    config = WorkflowConfig(
+        procedures=load_profiles(), device_id=settings.device_id, officer_id=settings.officer_id,
+        source="the simulator's defaults",
+    )
+    with Ledger.open(store, key, settings.device_id, clock, boot_reason="simulate") as ledger:
+        assert ledger.boot_record is not None  # open() always writes one
+        first_seq = ledger.boot_record.seq
+        camera = SyntheticCamera(settings, realtime=True)
+        session = RecordingSession(ledger, camera, segmenter_settings_for(settings, segment_seconds, prebuffer_seconds))
+        feedback = FeedbackDriver(controls, pin_factory=factory)
+        device = Device(ledger, session, config, show=feedback.show, set_recording_indicator=feedback.set_recording)
+        panel = ButtonPanel(controls, device.press, pin_factory=factory)
+        try:
+            device.start()
+            ledger.append("event", {"kind": "scenario", "name": scenario.name})
+            play(scenario, {button.name: factory.pin(button.pin) for button in controls.buttons})
+        finally:
+            panel.close()
+            device.close()
+            feedback.close()
+        head_seq, head_link = ledger.head
+        return ScenarioResult(head_seq - first_seq + 1, head_seq, head_link, session.stats)

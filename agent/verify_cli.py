@@ -1,4 +1,7 @@
-"""``bodycam-verify PATH [--pubkey FILE] [--json]``: is this evidence intact?
+"""``bodycam-verify PATH [--pubkey FILE] [--json] [--timeline [--profiles DIR]]``: is this evidence intact?
+
+``--timeline`` adds the case timelines (agent/timeline.py) after the verification (in ``--json``: a
+``timeline`` key); it does not change the exit code (an unreadable ``--profiles`` folder is exit 2).
 
 Exit 0: intact. Exit 1: something is wrong; every problem is listed with its record and file.
 Exit 2: the input cannot be read or the arguments are wrong; one line says why. Never a traceback.
@@ -16,6 +19,8 @@ from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
 from agent.evidence.verify import Report, verify_store
+from agent.timeline import case_timelines, read_records, render_timeline
+from firmware_config.profiles import load_profiles
 
 EXIT_INTACT, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -30,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", type=Path, help="a device store folder (holding ledger.jsonl)")
     parser.add_argument("--pubkey", type=Path, help="the device's public key (PEM, hex or raw) to pin the identity")
     parser.add_argument("--json", action="store_true", help="print a machine-readable report")
+    parser.add_argument(
+        "--timeline", action="store_true", help="also print each case's stages, recorded intervals and stop reasons"
+    )
+    parser.add_argument(
+        "--profiles", type=Path, help="procedure profiles folder for --timeline (default: the shipped profiles)"
+    )
     return parser
 
 
@@ -60,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         public_key = load_public_key(args.pubkey) if args.pubkey is not None else None
         report = verify_store(args.path, public_key)
+        timeline = None
+        if args.timeline:
+            procedures = load_profiles(args.profiles)
+            timeline = case_timelines(read_records(args.path), procedures)
     except BodycamError as exc:
         reason = str(exc)
         if args.json:
@@ -67,9 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bodycam-verify: {printable(reason)}", file=sys.stderr)
         return EXIT_UNREADABLE
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        output = report.to_dict()
+        if timeline is not None:
+            output["timeline"] = [case.to_dict() for case in timeline]
+        print(json.dumps(output, indent=2))
     else:
         print(render_text(report))
+        if timeline is not None:
+            if not report.intact:
+                print("\nWARNING: the timeline below comes from a ledger that did NOT verify")
+            print("\n" + render_timeline(timeline))
     return EXIT_INTACT if report.intact else EXIT_PROBLEMS
 
 

@@ -54,6 +54,15 @@ BODY_FIELDS: dict[str, dict[str, Any]] = {
     "event": {"kind": str},
     # A segment deleted after the station acknowledged it; the file named must have a segment record.
     "purge": {"file": _SEGMENT_FILE, "sha256": _HEX64, "reason": str},
+    # The field workflow (agent/workflow/): a case opened with a procedure profile (its stage list rides along
+    # in ``stages``), each stage done or skipped, the case closed with the required stages it lacks.
+    "case-open": {"case_id": str, "procedure": str, "officer": str},
+    "stage": {"case_id": str, "stage": str, "status": str, "officer": str},
+    "case-close": {"case_id": str, "officer": str, "missing": list},
+    # The stop guard: the reason confirmed before a recording stopped inside a case (code 0: free text).
+    "stop-reason": {"case_id": str, "code": int, "reason": str, "officer": str},
+    # Footage (and the case in ``case_id``, when one is open) flagged for a retention class (art. 19).
+    "retention": {"retention_class": str, "reason": str, "officer": str},
 }
 RECORD_TYPES = frozenset(BODY_FIELDS)
 

@@ -50,6 +50,18 @@ class PreEventBuffer:
                 self.bytes -= len(self._frames.popleft().data)
             dropped += second_key
 
+    def set_duration(self, seconds: float) -> int:
+        """Change how much is kept; shortening drops whole GOPs at once. Returns the frames dropped."""
+        self.duration_us = int(seconds * 1_000_000)
+        if not self._frames:
+            return 0
+        if self.duration_us <= 0:
+            last_key = max(i for i, f in enumerate(self._frames) if f.keyframe)
+            for _ in range(last_key):
+                self.bytes -= len(self._frames.popleft().data)
+            return last_key
+        return self._trim(self._frames[-1].timestamp_us)
+
     def drain(self) -> list[EncodedFrame]:
         """Hand over everything buffered (oldest first) and start empty."""
         frames = list(self._frames)

@@ -99,7 +99,8 @@ class Segmenter:
         self._storage = StorageState.OK
         self._backlog_warned = False
         self._segment_us = int(settings.segment_seconds * 1_000_000)
-        self._half_frame_us = 500_000 // max(settings.fps, 1)
+        self._frame_us = 1_000_000 // max(settings.fps, 1)
+        self._half_frame_us = self._frame_us // 2
 
     # --- picamera2's output protocol (called from the encoder's thread) ---------------------------
 
@@ -136,6 +137,10 @@ class Segmenter:
     def stop_recording(self, reason: str = "record button") -> threading.Event:
         """Stop recording; the returned event is set once the last segment is closed and signed."""
         return self._command("stop", reason)
+
+    def set_prebuffer(self, seconds: float) -> threading.Event:
+        """Change the pre-event buffer's length at this place in the stream (0 keeps only the GOP in progress)."""
+        return self._command("prebuffer", str(seconds))
 
     def _command(self, name: str, reason: str) -> threading.Event:
         command = _Command(name, reason)
@@ -188,6 +193,10 @@ class Segmenter:
                     "reason": command.reason,
                     "prebuffer_frames": len(buffered),
                     "prebuffer_first_ts_us": buffered[0].timestamp_us if buffered else -1,
+                    # how much footage from before the press the recording begins with
+                    "prebuffer_us": buffered[-1].timestamp_us - buffered[0].timestamp_us + self._frame_us
+                    if buffered
+                    else 0,
                 },
             )
             for frame in buffered:
@@ -196,6 +205,8 @@ class Segmenter:
         elif command.name == "start" and self.state is RecorderState.HALTED:
             log.error("recording refused: %s", self.halt_reason)
             self.ledger.append("event", {"kind": "recording-refused", "reason": f"halted: {self.halt_reason}"})
+        elif command.name == "prebuffer":
+            self.stats.frames_aged_out += self._buffer.set_duration(float(command.reason))
         elif command.name == "stop" and self.state is RecorderState.RECORDING:
             self._finish_recording(command.reason, record_event=True)
 

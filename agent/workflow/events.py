@@ -1,8 +1,9 @@
 """What goes into the workflow machine and what comes out of it.
 
-Inputs are button presses (from gpiozero, or from the control socket), clock ticks and control commands;
-outputs are effects the daemon carries out: ledger records to append, recording to start or stop, and
-feedback patterns for the LED and buzzer. The machine itself does no IO.
+Inputs are button presses (from gpiozero, or from the control socket), clock ticks, control commands and the
+recorder's own stops; outputs are effects the daemon carries out, in list order: ledger records to append,
+recording to start or stop, feedback patterns for the LED and buzzer, and an error text for the control socket.
+The machine itself does no IO (agent/workflow/machine.py).
 """
 
 from __future__ import annotations
@@ -73,4 +74,73 @@ class RecordingEffect:
     reason: str
 
 
-Effect = FeedbackEffect | RecordEffect | RecordingEffect
+@dataclass(frozen=True)
+class ErrorEffect:
+    """A refused command: the text the control socket returns to its client (buttons get ERROR feedback)."""
+
+    message: str
+
+
+Effect = FeedbackEffect | RecordEffect | RecordingEffect | ErrorEffect
+
+
+# --- commands from the control socket (``bodycam-agent ctl ...``): the same operations as the buttons ---------
+
+
+@dataclass(frozen=True)
+class OpenCase:
+    """Open a case; ``procedure`` None means the configured default."""
+
+    procedure: str | None = None
+
+
+@dataclass(frozen=True)
+class AdvanceStage:
+    """The next stage is done (or ``skip``: skipped, recorded as skipped)."""
+
+    skip: bool = False
+
+
+@dataclass(frozen=True)
+class StartRecording:
+    pass
+
+
+@dataclass(frozen=True)
+class StopRecording:
+    """Stop recording. With a case open ``reason_text`` is required (the stop guard, SPEC invariant 4)."""
+
+    reason_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Bookmark:
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class FlagRetention:
+    """Flag the open case (or the current footage) for long-term retention (art. 19); ``reason`` says why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class CloseCase:
+    """Close the open case early; the required stages not done are listed as missing in ``case-close``."""
+
+
+Command = OpenCase | AdvanceStage | StartRecording | StopRecording | Bookmark | FlagRetention | CloseCase
+
+
+@dataclass(frozen=True)
+class RecordingStopped:
+    """The recorder stopped on its own (storage full, a fault, a start it refused): keeps the machine in step.
+
+    The recorder signs its own records about it; the machine only updates its view and tells the officer.
+    """
+
+    reason: str
+
+
+Event = Press | Tick | Command | RecordingStopped
