@@ -8,6 +8,7 @@ daemon with buttons and configuration arrives with the field-workflow and provis
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -89,7 +90,44 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after this many seconds of video (default: run until stopped)")
     rec.add_argument("--prebuffer-seconds", type=_bounded("--prebuffer-seconds", float, 0, 120), default=0.0,
                      help="seconds of video kept before the start (default 0)")
+    run = commands.add_parser("run", help="the device daemon: camera, buttons, workflow, control socket")
+    run.add_argument("--config", type=Path, required=True, help="the device's TOML config file")
+    ctl = commands.add_parser("ctl", help="send one operation to a running daemon's control socket")
+    ctl.add_argument("--socket", type=Path, default=Path("/run/bodycam/control.sock"), help="control socket path")
+    ops = ctl.add_subparsers(dest="op", required=True, parser_class=_Parser)
+    ops.add_parser("status", help="show the workflow and recorder state")
+    ops.add_parser("open-case", help="open a case").add_argument("--procedure", help="procedure (default: configured)")
+    ops.add_parser("stage", help="the next stage is done").add_argument("--skip", action="store_true",
+                                                                        help="skip it (recorded as skipped)")
+    ops.add_parser("record", help="start recording")
+    ops.add_parser("stop", help="stop recording").add_argument("--reason", help="why (required while a case is open)")
+    ops.add_parser("bookmark", help="bookmark this moment").add_argument("--note", help="a note")
+    ops.add_parser("retention", help="flag for long-term retention").add_argument("--reason", required=True,
+                                                                                 help="why (art. 19)")
+    ops.add_parser("close-case", help="close the open case early (missing stages are listed)")
     return parser
+
+
+def _run_daemon(args: argparse.Namespace, stop: threading.Event) -> int:
+    from agent.daemon import run_daemon
+    from firmware_config.device_config import load_device_config
+
+    run_daemon(load_device_config(args.config), stop)
+    return EXIT_OK
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    from agent.control_socket import send_request
+
+    request: dict[str, object] = {"op": args.op}
+    for field in ("procedure", "reason", "note"):
+        if getattr(args, field, None) is not None:
+            request[field] = getattr(args, field)
+    if getattr(args, "skip", False):
+        request["skip"] = True
+    reply = send_request(args.socket, request)
+    print(json.dumps(reply, indent=2))
+    return EXIT_OK if reply.get("ok") else EXIT_FAILED
 
 
 def _settings(args: argparse.Namespace) -> CameraSettings:
@@ -109,6 +147,10 @@ def _report(args: argparse.Namespace, what: str, result: RecordingResult, finger
 
 
 def _run(args: argparse.Namespace, stop: threading.Event) -> int:
+    if args.command == "run":
+        return _run_daemon(args, stop)
+    if args.command == "ctl":
+        return _ctl(args)
     key_path: Path = args.key or args.store / "identity" / "device.key"
     key = load_or_create_device_key(key_path)
     settings = _settings(args)

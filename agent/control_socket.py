@@ -1,0 +1,184 @@
+"""The local control socket: the buttons' operations for a companion app (``bodycam-agent ctl ...``).
+
+A Unix stream socket, mode 0660, owned by root and the ``bodycam`` group: only root and that group can
+connect. One request per connection, one JSON object per line each way:
+
+    -> {"op": "stop", "reason": "officer safety: crowd gathering"}
+    <- {"ok": true, "error": null, "status": {...}}
+
+Ops: status, open-case [procedure], stage [skip], record, stop [reason], bookmark [note],
+retention reason, close-case. Every op goes through the same state machine as the buttons; a refused op
+answers ``ok: false`` with the reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.errors import BodycamError
+from agent.evidence.fsutil import display_path
+from agent.workflow.events import (
+    AdvanceStage,
+    Bookmark,
+    CloseCase,
+    Command,
+    FlagRetention,
+    OpenCase,
+    StartRecording,
+    StopRecording,
+)
+
+log = logging.getLogger(__name__)
+MAX_REQUEST_BYTES = 4096
+OPS = ("status", "open-case", "stage", "record", "stop", "bookmark", "retention", "close-case")
+
+
+class ControlError(BodycamError):
+    """A control request is malformed, or the socket cannot be reached."""
+
+
+def command_from_request(request: object) -> Command | None:
+    """The workflow command a request asks for (None for status); ControlError says what is wrong."""
+    if not isinstance(request, dict):
+        raise ControlError("request: must be a JSON object")
+    op = request.get("op")
+    allowed = {"op", "procedure", "skip", "reason", "note"}
+    unknown = sorted(set(request) - allowed)
+    if unknown:
+        raise ControlError(f"request: unknown field {unknown[0]!r}")
+    text = {k: request[k] for k in ("procedure", "reason", "note") if k in request}
+    for key, value in text.items():
+        if value is not None and not isinstance(value, str):
+            raise ControlError(f"request field {key!r}: must be a string")
+    if "skip" in request and not isinstance(request["skip"], bool):
+        raise ControlError("request field 'skip': must be true or false")
+    builders: dict[str, Callable[[], Command | None]] = {
+        "status": lambda: None,
+        "open-case": lambda: OpenCase(text.get("procedure")),
+        "stage": lambda: AdvanceStage(skip=bool(request.get("skip", False))),
+        "record": StartRecording,
+        "stop": lambda: StopRecording(text.get("reason")),
+        "bookmark": lambda: Bookmark(text.get("note")),
+        "retention": lambda: FlagRetention(text.get("reason") or ""),
+        "close-case": CloseCase,
+    }
+    if op not in builders:
+        raise ControlError(f"request field 'op': {op!r} is not one of {', '.join(OPS)}")
+    return builders[str(op)]()
+
+
+class ControlServer:
+    """Serves requests on ``path`` with ``handle(command) -> (error, status)`` and ``status() -> dict``."""
+
+    def __init__(
+        self,
+        path: Path,
+        group: str,
+        handle: Callable[[Command], tuple[str | None, dict[str, Any]]],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.path = path
+        self.group = group
+        self._handle = handle
+        self._status = status
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # a socket left by a previous run
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(self.path))
+            self._restrict()
+            server.listen(8)
+        except OSError as exc:
+            raise ControlError(f"control socket {display_path(self.path)}: cannot listen ({exc.strerror})") from None
+        self._socket = server
+        self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
+        self._thread.start()
+
+    def _restrict(self) -> None:
+        os.chmod(self.path, 0o660)
+        try:
+            gid = grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            os.chmod(self.path, 0o600)  # no such group: root (the owner) only
+            log.warning("group %r does not exist: control socket %s is owner-only", self.group, self.path)
+            return
+        if os.geteuid() == 0:
+            os.chown(self.path, 0, gid)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _serve(self) -> None:
+        while self._socket is not None:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return  # closed
+            with connection:
+                connection.settimeout(5)
+                self._answer(connection)
+
+    def _answer(self, connection: socket.socket) -> None:
+        try:
+            data = _read_line(connection)
+            command = command_from_request(json.loads(data))
+            if command is None:
+                reply: dict[str, Any] = {"ok": True, "error": None, "status": self._status()}
+            else:
+                error, state = self._handle(command)
+                reply = {"ok": error is None, "error": error, "status": state}
+        except (ControlError, ValueError, UnicodeDecodeError) as exc:
+            reply = {"ok": False, "error": str(exc), "status": None}
+        except OSError:
+            return  # the client went away
+        with contextlib.suppress(OSError):
+            connection.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def _read_line(connection: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = connection.recv(MAX_REQUEST_BYTES)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ControlError(f"request: longer than {MAX_REQUEST_BYTES} bytes")
+    return data
+
+
+def send_request(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """The client side: send one request, return the reply; ControlError when the daemon cannot be reached."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(timeout)
+            client.connect(str(path))
+            client.sendall(json.dumps(request).encode() + b"\n")
+            reply = _read_line(client)
+    except OSError as exc:
+        raise ControlError(f"control socket {display_path(path)}: {exc.strerror or exc}") from None
+    try:
+        parsed: dict[str, Any] = json.loads(reply)
+    except ValueError:
+        raise ControlError(f"control socket {display_path(path)}: the daemon sent no valid reply") from None
+    return parsed

@@ -1,0 +1,175 @@
+"""The device's configuration file (TOML): typed, every key documented, unknown keys refused.
+
+Every problem raises ConfigError naming the file, the dotted key and what is wrong; nothing starts on a
+bad file. An example with every key is ``firmware_config/device.example.toml``; the ``[controls]`` table is
+documented in :mod:`agent.controls.config`.
+
+    [device]            id, officer, store, key
+    [camera]            backend, source, width, height, fps, bitrate
+    [recorder]          segment_seconds, prebuffer_seconds, low_space_mb, floor_mb
+    [workflow]          default_procedure, stop_reasons, reason_window_seconds, profiles
+    [controls]          buttons, LED, buzzer (agent.controls.config)
+    [control_socket]    path, group
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.camera.base import CameraSettings
+from agent.controls.config import ControlsConfig
+from agent.controls.config import from_mapping as controls_from_mapping
+from agent.errors import ConfigError
+from agent.evidence.fsutil import display_path
+from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.recorder.storage import StorageThresholds
+from agent.workflow.state import DEFAULT_STOP_REASONS, WorkflowConfig
+from firmware_config.profiles import load_profiles
+
+MIB = 1024 * 1024
+BACKENDS = ("synthetic", "opencv", "picamera2")
+
+# table -> key -> (type, default); a default of ... means required
+_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+    "device": {"id": (str, ...), "officer": (str, ...), "store": (str, ...), "key": (str, ...)},
+    "camera": {
+        "backend": (str, "picamera2"),
+        "source": ((str, int), "0"),
+        "width": (int, 1920),
+        "height": (int, 1080),
+        "fps": (int, 30),
+        "bitrate": (int, 8_000_000),
+    },
+    "recorder": {
+        "segment_seconds": ((int, float), 10.0),
+        "prebuffer_seconds": ((int, float), 30.0),
+        "low_space_mb": (int, 512),
+        "floor_mb": (int, 64),
+    },
+    "workflow": {
+        "default_procedure": (str, "inspection"),
+        "stop_reasons": (list, list(DEFAULT_STOP_REASONS)),
+        "reason_window_seconds": ((int, float), 15.0),
+        "profiles": (str, ""),
+    },
+    "control_socket": {"path": (str, "/run/bodycam/control.sock"), "group": (str, "bodycam")},
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "camera.width": (64, 4096),
+    "camera.height": (64, 4096),
+    "camera.fps": (1, 120),
+    "camera.bitrate": (100_000, 50_000_000),
+    "recorder.segment_seconds": (1, 600),
+    "recorder.prebuffer_seconds": (0, 120),
+    "recorder.low_space_mb": (0, 1_000_000),
+    "recorder.floor_mb": (1, 1_000_000),
+    "workflow.reason_window_seconds": (1, 120),
+}
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    source: str
+    device_id: str
+    officer_id: str
+    store: Path
+    key: Path
+    camera_backend: str
+    camera_source: int | str
+    camera: CameraSettings
+    segment_seconds: float
+    prebuffer_seconds: float
+    thresholds: StorageThresholds
+    workflow: WorkflowConfig
+    controls: ControlsConfig
+    socket_path: Path
+    socket_group: str
+
+
+def load_device_config(path: Path) -> DeviceConfig:
+    source = display_path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    return parse_device_config(data, source)
+
+
+def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
+    unknown = sorted(set(data) - set(_SCHEMA) - {"controls"})
+    if unknown:
+        raise ConfigError(f"{source}: key '{unknown[0]}': unknown table (known: {', '.join([*_SCHEMA, 'controls'])})")
+    values = {table: _table(data.get(table, {}), table, source) for table in _SCHEMA}
+    device, camera, recorder, workflow = values["device"], values["camera"], values["recorder"], values["workflow"]
+    if not DEVICE_ID_PATTERN.match(device["id"]):
+        raise ConfigError(f"{source}: key 'device.id': {device['id']!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
+    if camera["backend"] not in BACKENDS:
+        raise ConfigError(f"{source}: key 'camera.backend': {camera['backend']!r} is not one of {', '.join(BACKENDS)}")
+    if recorder["floor_mb"] > recorder["low_space_mb"]:
+        raise ConfigError(f"{source}: key 'recorder.floor_mb': above recorder.low_space_mb")
+    reasons = workflow["stop_reasons"]
+    if not all(isinstance(r, str) for r in reasons):
+        raise ConfigError(f"{source}: key 'workflow.stop_reasons': must be a list of strings")
+    profiles_dir = Path(workflow["profiles"]) if workflow["profiles"] else None
+    settings = CameraSettings(
+        width=camera["width"], height=camera["height"], fps=camera["fps"], bitrate=camera["bitrate"],
+        keyframe_interval=camera["fps"], device_id=device["id"], officer_id=device["officer"],
+    )
+    return DeviceConfig(
+        source=source,
+        device_id=device["id"],
+        officer_id=device["officer"],
+        store=Path(device["store"]),
+        key=Path(device["key"]),
+        camera_backend=camera["backend"],
+        camera_source=camera["source"],
+        camera=settings,
+        segment_seconds=float(recorder["segment_seconds"]),
+        prebuffer_seconds=float(recorder["prebuffer_seconds"]),
+        thresholds=StorageThresholds(low_bytes=recorder["low_space_mb"] * MIB, floor_bytes=recorder["floor_mb"] * MIB),
+        workflow=WorkflowConfig(
+            procedures=load_profiles(profiles_dir),
+            device_id=device["id"],
+            officer_id=device["officer"],
+            default_procedure=workflow["default_procedure"],
+            stop_reasons=tuple(reasons),
+            reason_window_us=int(workflow["reason_window_seconds"] * 1_000_000),
+            source=f"{source}: [workflow]",
+        ),
+        controls=controls_from_mapping(data["controls"], source) if "controls" in data else ControlsConfig.default(),
+        socket_path=Path(values["control_socket"]["path"]),
+        socket_group=values["control_socket"]["group"],
+    )
+
+
+def _table(raw: object, table: str, source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{table}': must be a table")
+    schema = _SCHEMA[table]
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key (known: {', '.join(schema)})")
+    result: dict[str, Any] = {}
+    for key, (kind, default) in schema.items():
+        dotted = f"{table}.{key}"
+        if key not in raw:
+            if default is ...:
+                raise ConfigError(f"{source}: key '{dotted}': missing")
+            result[key] = default
+            continue
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{source}: key '{dotted}': wrong type {type(value).__name__}")
+        if dotted in _RANGES and isinstance(value, int | float):
+            low, high = _RANGES[dotted]
+            if not low <= value <= high:
+                raise ConfigError(f"{source}: key '{dotted}': {value} is outside {low}..{high}")
+        result[key] = value
+    return result
