@@ -121,6 +121,9 @@ class ControlServer:
 
     def close(self) -> None:
         if self._socket is not None:
+            # close() alone does not wake a thread blocked in accept() on Linux; shutdown() does (EINVAL).
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
             self._socket = None
         if self._thread is not None:
@@ -129,9 +132,10 @@ class ControlServer:
             self.path.unlink()
 
     def _serve(self) -> None:
-        while self._socket is not None:
+        server = self._socket
+        while server is not None and self._socket is not None:
             try:
-                connection, _ = self._socket.accept()
+                connection, _ = server.accept()
             except OSError:
                 return  # closed
             with connection:

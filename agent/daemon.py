@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agent.camera.factory import open_camera
 from agent.control_socket import ControlServer
@@ -17,43 +18,72 @@ from agent.controls.buttons import ButtonPanel
 from agent.controls.feedback import FeedbackDriver
 from agent.controls.pins import pin_factory as choose_pin_factory
 from agent.device import Device
+from agent.errors import ConfigError
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.ledger import Ledger
 from agent.recorder.segmenter import SegmenterSettings
 from agent.recorder.session import RecordingSession
+from agent.workflow.events import Press
 from firmware_config.device_config import DeviceConfig
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def run_daemon(config: DeviceConfig, stop: threading.Event, pin_factory: Any = None) -> None:
     """Run until ``stop`` is set. ``pin_factory`` None lets gpiozero choose ($GPIOZERO_PIN_FACTORY)."""
-    key = load_or_create_device_key(config.key)
+    # Everything that can refuse the configuration (the pin factory, the pins themselves: two spellings of one
+    # pin are only found when gpiozero reserves them) comes before the first file is created (key, store).
+    factory = pin_factory
+    if factory is None:
+        factory = _named(config, choose_pin_factory, config.controls.pin_factory)
     options: dict[str, Any] = {"source": config.camera_source} if config.camera_backend == "opencv" else {}
     camera = open_camera(config.camera_backend, config.camera, **options)
-    settings = SegmenterSettings(
-        segment_seconds=config.segment_seconds,
-        prebuffer_seconds=config.prebuffer_seconds,
-        width=config.camera.width,
-        height=config.camera.height,
-        fps=config.camera.fps,
-        thresholds=config.thresholds,
-    )
-    factory = pin_factory if pin_factory is not None else choose_pin_factory(config.controls.pin_factory)
-    with Ledger.open(config.store, key, config.device_id, boot_reason="daemon start") as ledger:
-        session = RecordingSession(ledger, camera, settings)
-        feedback = FeedbackDriver(config.controls, pin_factory=factory)
-        device = Device(ledger, session, config.workflow, show=feedback.show,
-                        set_recording_indicator=feedback.set_recording)
-        panel = ButtonPanel(config.controls, device.press, pin_factory=factory)
-        server = ControlServer(config.socket_path, config.socket_group, device.command, device.status)
-        try:
-            device.start()
-            server.start()
-            log.info("device %s ready: store %s", config.device_id, config.store)
-            stop.wait()
-        finally:
-            server.close()
-            panel.close()
-            device.close()
-            feedback.close()
+    feedback = _named(config, FeedbackDriver, config.controls, pin_factory=factory)
+    devices: list[Device] = []  # presses before the device exists are ignored, as when the panel opened after it
+
+    def press(event: Press) -> None:
+        if devices:
+            devices[0].press(event)
+
+    try:
+        panel = _named(config, ButtonPanel, config.controls, press, pin_factory=factory)
+    except BaseException:
+        feedback.close()
+        raise
+    try:
+        key = load_or_create_device_key(config.key)
+        settings = SegmenterSettings(
+            segment_seconds=config.segment_seconds,
+            prebuffer_seconds=config.prebuffer_seconds,
+            width=config.camera.width,
+            height=config.camera.height,
+            fps=config.camera.fps,
+            thresholds=config.thresholds,
+        )
+        with Ledger.open(config.store, key, config.device_id, boot_reason="daemon start") as ledger:
+            session = RecordingSession(ledger, camera, settings)
+            device = Device(ledger, session, config.workflow, show=feedback.show,
+                            set_recording_indicator=feedback.set_recording)
+            server = ControlServer(config.socket_path, config.socket_group, device.command, device.status)
+            try:
+                devices.append(device)  # presses from here on reach the device (as before this order)
+                device.start()
+                server.start()
+                log.info("device %s ready: store %s", config.device_id, config.store)
+                stop.wait()
+            finally:
+                server.close()
+                panel.close()
+                device.close()
+    finally:
+        panel.close()
+        feedback.close()
+
+
+def _named(config: DeviceConfig, make: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``make(*args, **kwargs)``; a ConfigError from it (naming the key) also names the config file."""
+    try:
+        return make(*args, **kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from None

@@ -117,7 +117,17 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
     reasons = workflow["stop_reasons"]
     if not all(isinstance(r, str) for r in reasons):
         raise ConfigError(f"{source}: key 'workflow.stop_reasons': must be a list of strings")
+    for key, value in (("device.officer", device["officer"]), ("device.store", device["store"]),
+                       ("device.key", device["key"]), ("control_socket.path", values["control_socket"]["path"])):
+        # An empty path would be the working directory; the officer is named in every record.
+        if not value.strip() or not value.isprintable() or (key == "device.officer" and len(value) > 64):
+            limit = " of 1-64 characters" if key == "device.officer" else ""
+            raise ConfigError(f"{source}: key '{key}': must be non-empty printable text{limit}")
     profiles_dir = Path(workflow["profiles"]) if workflow["profiles"] else None
+    try:
+        procedures = load_profiles(profiles_dir)
+    except ConfigError as exc:  # names the profile file and its key; say which setting pointed there
+        raise ConfigError(f"{source}: key 'workflow.profiles': {exc}") from None
     settings = CameraSettings(
         width=camera["width"], height=camera["height"], fps=camera["fps"], bitrate=camera["bitrate"],
         keyframe_interval=camera["fps"], device_id=device["id"], officer_id=device["officer"],
@@ -135,7 +145,7 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
         prebuffer_seconds=float(recorder["prebuffer_seconds"]),
         thresholds=StorageThresholds(low_bytes=recorder["low_space_mb"] * MIB, floor_bytes=recorder["floor_mb"] * MIB),
         workflow=WorkflowConfig(
-            procedures=load_profiles(profiles_dir),
+            procedures=procedures,
             device_id=device["id"],
             officer_id=device["officer"],
             default_procedure=workflow["default_procedure"],
