@@ -117,8 +117,11 @@ class Device:
     def handle(self, event: Event) -> list[str]:
         """Run one event through the machine and carry out its effects; returns refusal messages."""
         with self._lock:
+            case_before = self.state.case
             self.state, effects = step(self.state, event, self.config)
-            errors = self._apply(effects)
+            # A resumption inside a case that was already open starts fresh: nothing from the stopped
+            # interval comes back, not even the GOP that was in progress at the stop.
+            errors = self._apply(effects, fresh=case_before is not None and self.state.case is not None)
             self._limit_prebuffer()
             return errors
 
@@ -136,7 +139,7 @@ class Device:
 
     # --- effects ---------------------------------------------------------------------------------
 
-    def _apply(self, effects: list[Effect]) -> list[str]:
+    def _apply(self, effects: list[Effect], fresh: bool = False) -> list[str]:
         errors: list[str] = []
         for effect in effects:  # feedback first: the officer must not wait for an fsync
             if isinstance(effect, FeedbackEffect):
@@ -146,7 +149,7 @@ class Device:
                 if isinstance(effect, RecordEffect):
                     self.ledger.append(effect.record_type, effect.body)
                 elif isinstance(effect, RecordingEffect):
-                    self._recording(effect)
+                    self._recording(effect, fresh)
                 elif isinstance(effect, ErrorEffect):
                     errors.append(effect.message)
             except BodycamError as exc:
@@ -155,9 +158,9 @@ class Device:
                 errors.append(str(exc))
         return errors
 
-    def _recording(self, effect: RecordingEffect) -> None:
+    def _recording(self, effect: RecordingEffect, fresh: bool) -> None:
         if effect.on:
-            self.session.start(effect.reason)
+            self.session.start(effect.reason, fresh=fresh)
         else:
             self.session.segmenter.stop_recording(effect.reason)  # not waited for: see the module docstring
         self._indicator(effect.on)

@@ -190,8 +190,8 @@ def test_refused_stop_timeline(runs: dict[str, Run]) -> None:
     assert gap["from_wall_us"] >= stop["at"]["wall_us"]  # nothing stopped before the reason was signed
 
     # In the ledger: the stop-reason record comes before the recorder's stop; the record press 4 s after the
-    # confirming one started it again, with no pre-event buffer inside a case: at most the GOP in progress (the
-    # footage must start on a keyframe; one GOP is one second here), never seconds of buffer.
+    # confirming one started it again, fresh: inside a case nothing from the stopped interval comes back, not
+    # even the GOP in progress at the stop (the camera is asked for a new keyframe).
     records = runs["refused-stop"].records()
     walls = {s.record.seq: s.record.wall_us for s in read_records(runs["refused-stop"].store)}
     reason_seq = next(seq for seq, kind, _ in records if kind == "stop-reason")
@@ -205,11 +205,10 @@ def test_refused_stop_timeline(runs: dict[str, Run]) -> None:
     )  # fmt: skip
     assert restart["reason"] == "record button"
     assert 3.5 <= (walls[start_seq] - walls[stop_seq]) / 1e6 <= 4.5  # stop at 11 s, resume at 15 s
-    one_gop_us = 1_000_000 + 1_000_000 // 30
-    assert 0 <= restart["prebuffer_us"] <= one_gop_us, restart
+    assert restart["prebuffer_us"] == 0 and restart["prebuffer_frames"] == 0, restart
     # The timeline's unrecorded interval is exactly that: from the stop to the first frame kept after it.
     assert (gap["from_wall_us"], gap["to_wall_us"]) == (walls[stop_seq], walls[start_seq] - restart["prebuffer_us"])
-    assert 2.9 <= gap["duration_us"] / 1e6 <= 4.5, gap  # roughly 4 s, less the GOP carried over
+    assert 3.5 <= gap["duration_us"] / 1e6 <= 4.5, gap  # the whole 4 s
 
 
 def test_refused_stop_text_timeline(runs: dict[str, Run]) -> None:

@@ -54,6 +54,7 @@ class SegmenterStats:
     frames_not_recording: int = 0  # arrived while armed: into the pre-event buffer (written if a start follows)
     frames_aged_out: int = 0  # fell off the front of the pre-event buffer while armed (no recording was on)
     frames_after_halt: int = 0
+    frames_awaiting_keyframe: int = 0  # after a fresh start, until the keyframe it asked for
     frames_rewritten: int = 0  # the GOP in progress at a stop, written again at the start of the next recording
     segments_closed: int = 0
     checkpoints: int = 0
@@ -96,6 +97,7 @@ class Segmenter:
         self._segment: SegmentFile | None = None
         self._segment_name = ""
         self._gop: list[EncodedFrame] = []  # frames written since the last keyframe
+        self._awaiting_keyframe = False
         self._storage = StorageState.OK
         self._backlog_warned = False
         self._segment_us = int(settings.segment_seconds * 1_000_000)
@@ -130,9 +132,14 @@ class Segmenter:
 
     # --- control (any thread) ----------------------------------------------------------------------
 
-    def start_recording(self, reason: str = "record button") -> threading.Event:
-        """Begin recording at the current place in the stream, starting with the pre-event buffer."""
-        return self._command("start", reason)
+    def start_recording(self, reason: str = "record button", fresh: bool = False) -> threading.Event:
+        """Begin recording at the current place in the stream, starting with the pre-event buffer.
+
+        ``fresh``: nothing from before this place, not even the GOP in progress: recording begins at the
+        next keyframe (ask the camera for one). For resuming after a deliberate stop inside a case, whose
+        interval must not come back; the few frames until the keyframe are counted, not written.
+        """
+        return self._command("start-fresh" if fresh else "start", reason)
 
     def stop_recording(self, reason: str = "record button") -> threading.Event:
         """Stop recording; the returned event is set once the last segment is closed and signed."""
@@ -183,8 +190,12 @@ class Segmenter:
                     item.done.set()
 
     def _handle_command(self, command: _Command) -> None:
-        if command.name == "start" and self.state is RecorderState.ARMED:
+        if command.name in ("start", "start-fresh") and self.state is RecorderState.ARMED:
             buffered = self._buffer.drain()
+            if command.name == "start-fresh":
+                self.stats.frames_aged_out += len(buffered)
+                buffered = []
+                self._awaiting_keyframe = True
             self.state = RecorderState.RECORDING
             self.ledger.append(
                 "event",
@@ -202,7 +213,7 @@ class Segmenter:
             for frame in buffered:
                 self._write(frame)
                 self.stats.frames_rewritten += frame.already_written
-        elif command.name == "start" and self.state is RecorderState.HALTED:
+        elif command.name in ("start", "start-fresh") and self.state is RecorderState.HALTED:
             log.error("recording refused: %s", self.halt_reason)
             self.ledger.append("event", {"kind": "recording-refused", "reason": f"halted: {self.halt_reason}"})
         elif command.name == "prebuffer":
@@ -237,12 +248,16 @@ class Segmenter:
         self._gop.append(frame)
         if self._segment is None:
             if not frame.keyframe:
+                if self._awaiting_keyframe:
+                    self.stats.frames_awaiting_keyframe += 1  # a fresh start: the keyframe asked for is coming
+                    return
                 # Only before the encoder's first keyframe: the buffer starts at one, and a stop hands the
                 # GOP in progress back to it. Counted, never silent.
                 self.stats.frames_after_halt += 1
                 log.warning("frame at %d µs before any keyframe: not decodable on its own, skipped",
                             frame.timestamp_us)
                 return
+            self._awaiting_keyframe = False
             self._open_segment()
             assert self._segment is not None
         try:

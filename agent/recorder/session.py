@@ -47,9 +47,15 @@ class RecordingSession:
             self.camera.start_recording(self.segmenter)
             self._armed = True
 
-    def start(self, reason: str = "record button") -> threading.Event:
+    def start(self, reason: str = "record button", fresh: bool = False) -> threading.Event:
+        """Start recording; ``fresh`` begins at a new keyframe with nothing from before (see the segmenter)."""
         self.arm()
-        return self.segmenter.start_recording(reason)
+        done = self.segmenter.start_recording(reason, fresh)
+        if fresh:
+            force = getattr(self.camera, "force_key_frame", None)  # every backend here has it; a port need not
+            if force is not None:
+                force()  # after the command is queued, so the keyframe lands after the start
+        return done
 
     def stop(self, reason: str = "record button", timeout: float = 10.0) -> StopResult:
         began = time.monotonic()

@@ -310,3 +310,26 @@ def test_encoder_stop_while_recording_closes_and_signs_the_open_segment(
     decoded = [f.pts for p in segment_files(root) for f in decode(p)]
     assert decoded == expected_ticks(pushed)
     assert verify_store(root, key.public_key).intact
+
+
+def test_a_fresh_start_writes_nothing_from_before_it(recorder: RecorderFactory, key: DeviceKey) -> None:
+    """Resuming inside a case after a reasoned stop: not even the GOP in progress at the stop comes back."""
+    ledger, seg = recorder(segment_seconds=60.0, prebuffer_seconds=0.0)
+    root = ledger.layout.root
+    pushed = packets(240)  # keyframes at 0, 30, 60, ...
+    assert seg.start_recording("first").wait(10)
+    push(seg, pushed[:100])
+    assert seg.stop_recording("privacy").wait(10)  # mid-GOP: keyframe 90
+    push(seg, pushed[100:140])  # the stopped interval
+    assert seg.start_recording("resume", fresh=True).wait(10)
+    push(seg, pushed[140:240])  # no keyframe asked of a packet list: the next one is 150
+    assert seg.stop_recording("end").wait(10)
+
+    first, second = ([f.pts for f in decode(p)] for p in segment_files(root))
+    assert first == expected_ticks(pushed[:100])
+    assert second == expected_ticks(pushed[150:240])  # nothing from 90..149
+    assert seg.stats.frames_awaiting_keyframe == 10  # 140..149, counted
+    assert seg.stats.frames_rewritten == 0
+    starts = of_type(records(root), "event", "recording-start")
+    assert starts[1].body["prebuffer_frames"] == 0
+    assert verify_store(root, key.public_key).intact
