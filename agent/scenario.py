@@ -18,7 +18,6 @@ feedback and the workflow all run exactly as they do on the device.
 from __future__ import annotations
 
 import time
-import tomllib
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.evidence.fsutil import display_path
 from agent.workflow.events import Button
+from firmware_config.toml_file import read_toml
 
 PRESS_SECONDS = 0.15  # a short press: well past debounce, well short of the hold time
 MAX_SECONDS = 3600.0
@@ -49,15 +49,7 @@ class Scenario:
 def load_scenario(path: Path) -> Scenario:
     """Read and check a scenario file; ConfigError names the file, the key and the problem."""
     source = display_path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    return parse_scenario(data, source)
+    return parse_scenario(read_toml(path, source), source)
 
 
 def parse_scenario(data: dict[str, Any], source: str) -> Scenario:

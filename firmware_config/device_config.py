@@ -14,7 +14,6 @@ documented in :mod:`agent.controls.config`.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.recorder.storage import StorageThresholds
 from agent.workflow.state import DEFAULT_STOP_REASONS, WorkflowConfig
 from firmware_config.profiles import load_profiles
+from firmware_config.toml_file import read_toml
 
 MIB = 1024 * 1024
 BACKENDS = ("synthetic", "opencv", "picamera2")
@@ -91,15 +91,7 @@ class DeviceConfig:
 
 def load_device_config(path: Path) -> DeviceConfig:
     source = display_path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    return parse_device_config(data, source)
+    return parse_device_config(read_toml(path, source), source)
 
 
 def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:

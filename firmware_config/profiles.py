@@ -9,7 +9,6 @@ in an installed wheel as well as in a source checkout.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -19,6 +18,7 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.evidence.fsutil import display_path
 from agent.workflow.procedure import SLUG_PATTERN, Procedure, StageSpec
+from firmware_config.toml_file import read_toml
 
 PROFILE_SUFFIX = ".toml"
 MAX_TITLE_CHARS = 200
@@ -68,16 +68,7 @@ def load_profiles(directory: Path | Traversable | None = None) -> dict[str, Proc
 def load_profile(path: Path | Traversable) -> Procedure:
     """One profile file; its ``name`` must equal the file name without ``.toml``."""
     where = _display(path)
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"profile {where}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = tomllib.loads(text.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"profile {where}: is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"profile {where}: is not valid TOML ({exc})") from None
+    data = read_toml(path, f"profile {where}")
     stem = path.name[: -len(PROFILE_SUFFIX)] if path.name.endswith(PROFILE_SUFFIX) else None
     return parse_profile(data, where, expected_name=stem)
 
