@@ -28,13 +28,14 @@ import platform
 import random
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from benchlib import filesystem_of, latency_summary, verdict
 
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
@@ -46,52 +47,6 @@ VERIFY_TARGET_RATIO = 0.80
 APPEND_P99_TARGET_MS = 20.0
 # File systems where fsync does not reach a disk, so latencies say nothing about an ordinary disk.
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (p99 of 1,000 samples is the 990th smallest)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * fraction // 1))  # ceil(n * fraction), at least 1
-    return sorted_values[int(rank) - 1]
-
-
-def latency_summary(samples_ns: Sequence[int]) -> dict[str, float]:
-    values = sorted(ns / 1e6 for ns in samples_ns)
-    total_s = sum(samples_ns) / 1e9
-    return {
-        "count": len(values),
-        "per_s": len(values) / total_s if total_s else float("inf"),
-        "mean_ms": sum(values) / len(values),
-        "p50_ms": percentile(values, 0.50),
-        "p99_ms": percentile(values, 0.99),
-        "max_ms": values[-1],
-    }
-
-
-def filesystem_of(path: Path) -> dict[str, str]:
-    """File system type, device and mount point holding ``path`` (df -PT, else /proc/mounts)."""
-    try:
-        out = subprocess.run(
-            ["df", "-PT", str(path)], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.splitlines()
-        fields = out[-1].split()
-        # Filesystem Type 1024-blocks Used Available Capacity Mounted-on (the mount point may hold spaces)
-        return {"type": fields[1], "source": fields[0], "mount": " ".join(fields[6:])}
-    except (OSError, subprocess.SubprocessError, IndexError):
-        pass
-    best = {"type": "unknown", "source": "?", "mount": "?"}
-    real = os.path.realpath(path)
-    try:
-        with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                source, mount, fstype = line.split()[:3]
-                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) >= len(best["mount"].replace("?", "")):
-                    best = {"type": fstype, "source": source, "mount": mount}
-    except OSError:
-        pass
-    return best
 
 
 def timed(run: Callable[[], Any]) -> tuple[float, Any]:
@@ -200,10 +155,6 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "append_p99_pass": appends["p99_ms"] < APPEND_P99_TARGET_MS,
         },
     }
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def print_table(result: dict[str, Any]) -> None:

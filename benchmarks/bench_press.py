@@ -35,7 +35,6 @@ import os
 import platform
 import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchlib import filesystem_of, latency_summary, verdict  # noqa: E402
 from gpiozero.pins.mock import MockFactory, MockPin  # noqa: E402
 
 from agent.camera.base import CameraSettings  # noqa: E402
@@ -86,41 +86,6 @@ class TimedPin(MockPin):
         if changed:
             self.changes.append((time.monotonic_ns(), bool(value)))
         return changed
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (p99 of 1,000 samples is the 990th smallest)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * fraction // 1))
-    return sorted_values[int(rank) - 1]
-
-
-def summary(samples_ns: Sequence[int]) -> dict[str, float]:
-    values = sorted(ns / 1e6 for ns in samples_ns)
-    if not values:
-        return {"count": 0, "mean_ms": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan"),
-                "max_ms": float("nan"), "min_ms": float("nan")}  # fmt: skip
-    return {
-        "count": len(values),
-        "mean_ms": sum(values) / len(values),
-        "min_ms": values[0],
-        "p50_ms": percentile(values, 0.50),
-        "p99_ms": percentile(values, 0.99),
-        "max_ms": values[-1],
-    }
-
-
-def filesystem_of(path: Path) -> dict[str, str]:
-    """File system type, device and mount point holding ``path`` (df -PT)."""
-    try:
-        out = subprocess.run(
-            ["df", "-PT", str(path)], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.splitlines()
-        fields = out[-1].split()
-        return {"type": fields[1], "source": fields[0], "mount": " ".join(fields[6:])}
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return {"type": "unknown", "source": "?", "mount": "?"}
 
 
 def first_change_after(pins: Sequence[TimedPin], since_ns: int) -> int | None:
@@ -208,8 +173,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         1 for signed in read_records(store)
         if signed.record.type == "event" and signed.record.body.get("kind") == "bookmark"
     )  # fmt: skip
-    durable_summary = summary(durable_ns)
-    feedback_summary = summary(feedback_ns)
+    durable_summary = latency_summary(durable_ns)
+    feedback_summary = latency_summary(feedback_ns)
     fs = filesystem_of(store)
     return {
         "presses": args.presses,
@@ -244,10 +209,6 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "feedback_max_pass": missing_feedback == 0 and feedback_summary["max_ms"] < FEEDBACK_TARGET_MS,
         },
     }
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -55,6 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchlib import filesystem_of, verdict  # noqa: E402
+
 LOST_TARGET = 0
 AGENT_CPU_TARGET_PCT = 5.0  # % of one core per second of video
 RSS_TARGET_MB = 150.0
@@ -149,22 +151,6 @@ def find_thread(prefix: str) -> threading.Thread | None:
     return next((t for t in threading.enumerate() if t.name.startswith(prefix)), None)
 
 
-def filesystem_of(path: Path) -> dict[str, str]:
-    """File system type, device and mount point holding ``path`` (longest match in /proc/mounts)."""
-    best = {"type": "unknown", "source": "?", "mount": ""}
-    real = os.path.realpath(path)
-    try:
-        with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                source, mount, fstype = line.split()[:3]
-                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) >= len(best["mount"]):
-                    best = {"type": fstype, "source": source, "mount": mount}
-    except OSError:
-        pass
-    return best
-
-
 # --------------------------------------------------------------------------------------------------
 # The child: one recording run
 # --------------------------------------------------------------------------------------------------
@@ -217,10 +203,10 @@ class OutputProbe:
             if phase == "armed":
                 self.recent.append((int(timestamp or 0), len(frame)))
 
-    def start_recording(self, reason: str = "record button") -> threading.Event:
+    def start_recording(self, reason: str = "record button", fresh: bool = False) -> threading.Event:
         with self._lock:
             self.phase = "recording"
-            return self._start(reason)
+            return self._start(reason, fresh)
 
     def stop_recording(self, reason: str = "record button") -> threading.Event:
         with self._lock:
@@ -695,10 +681,6 @@ def rss_cell(sample: dict[str, int]) -> str:
         return "n/a"
     anon = sample.get("RssAnon")
     return f"{sample['VmRSS'] / 1024:.1f}" + ("" if anon is None else f" ({anon / 1024:.1f})")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def _num(value: float | None, fmt: str) -> str:
