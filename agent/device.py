@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from agent.errors import BodycamError
 from agent.evidence.ledger import Ledger
-from agent.evidence.record import parse_line
+from agent.evidence.store import read_records
 from agent.recorder.segmenter import RecorderState
 from agent.recorder.session import RecordingSession
 from agent.workflow.events import (
@@ -44,15 +44,6 @@ def monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
-def ledger_records(ledger: Ledger) -> Iterable[tuple[str, dict[str, Any]]]:
-    """(type, body) of every record in the ledger, oldest first: what the workflow replays after a restart."""
-    with open(ledger.layout.ledger_path, "rb") as handle:
-        for line in handle:
-            if line.endswith(b"\n"):
-                signed = parse_line(line)
-                yield signed.record.type, dict(signed.record.body)
-
-
 class Device:
     """One device's field workflow, driving its recording session."""
 
@@ -74,7 +65,8 @@ class Device:
         self._lock = threading.Lock()
         self._ticker: threading.Thread | None = None
         self._closing = threading.Event()
-        self.state: WorkflowState = replay(ledger_records(ledger), config)
+        records = read_records(ledger.layout.root)  # damaged lines are skipped: the verifier reports them
+        self.state: WorkflowState = replay(((r.record.type, dict(r.record.body)) for r in records), config)
         self._prebuffer_seconds = session.segmenter.settings.prebuffer_seconds
         self._prebuffer_now = self._prebuffer_seconds
 

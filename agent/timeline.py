@@ -16,13 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from agent.errors import RecordFormatError, StoreError
-from agent.evidence.fsutil import display_path
-from agent.evidence.record import SignedRecord, parse_line
-from agent.evidence.store import StoreLayout
+from agent.evidence.record import SignedRecord
 from agent.workflow.procedure import Procedure, StageSpec, procedure_from_case_open
 
 STANDARD_RETENTION = "standard"  # kept as long as the case file (art. 18)
@@ -171,22 +167,6 @@ class _Switch:
     wall_us: int
     on: bool
     reason: str
-
-
-def read_records(store: Path) -> list[SignedRecord]:
-    """The records of a store's ledger that parse, in ledger order (verification reports the others)."""
-    path = StoreLayout(store).ledger_path
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StoreError(f"ledger {display_path(path)}: cannot be read ({exc.strerror})") from None
-    records = []
-    for line in data.splitlines(keepends=True):
-        try:
-            records.append(parse_line(line))
-        except RecordFormatError:
-            continue
-    return records
 
 
 def case_timelines(

@@ -18,8 +18,9 @@ from typing import NoReturn
 from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
+from agent.evidence.store import read_records
 from agent.evidence.verify import Report, verify_store
-from agent.timeline import case_timelines, read_records, render_timeline
+from agent.timeline import case_timelines, render_timeline
 from firmware_config.profiles import load_profiles
 
 EXIT_INTACT, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2

@@ -58,11 +58,11 @@ from agent.device import Device  # noqa: E402
 from agent.evidence.keys import DeviceKey  # noqa: E402
 from agent.evidence.ledger import Ledger  # noqa: E402
 from agent.evidence.record import SignedRecord  # noqa: E402
+from agent.evidence.store import read_records  # noqa: E402
 from agent.evidence.verify import verify_store  # noqa: E402
 from agent.recorder.segmenter import RecorderState  # noqa: E402
 from agent.recorder.session import RecordingSession  # noqa: E402
 from agent.simulate import segmenter_settings_for  # noqa: E402
-from agent.timeline import read_records  # noqa: E402
 from agent.workflow.events import Button  # noqa: E402
 from agent.workflow.state import WorkflowConfig  # noqa: E402
 from firmware_config.profiles import load_profiles  # noqa: E402

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from agent.control_socket import ControlError, send_request
-from agent.timeline import read_records
+from agent.evidence.store import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from agent.evidence.store import read_records
 from agent.scenario import load_scenario
-from agent.timeline import case_timelines, read_records
+from agent.timeline import case_timelines
 
 pytestmark = pytest.mark.slow
 

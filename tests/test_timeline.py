@@ -11,7 +11,8 @@ from helpers import DEFAULT_WALL_US, FakeClock, seeded_key
 
 from agent import verify_cli
 from agent.evidence.ledger import Ledger
-from agent.timeline import case_timelines, read_records, render_timeline
+from agent.evidence.store import read_records
+from agent.timeline import case_timelines, render_timeline
 from agent.workflow.events import Button, Press, RecordEffect, RecordingEffect
 from agent.workflow.machine import WorkflowState, resume, step
 from agent.workflow.replay import replay

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import StoreError
+from agent.errors import RecordFormatError, StoreError
 from agent.evidence.fsutil import display_path, fsync_dir, write_file_durably
-from agent.evidence.record import STORE_FILE_PATTERN
+from agent.evidence.record import STORE_FILE_PATTERN, SignedRecord, parse_line
 
 LEDGER_FILE = "ledger.jsonl"
 SEGMENTS_DIR = "segments"
@@ -91,3 +91,23 @@ def segment_index(name: str) -> int:
     """The number of a segment file (``000041.ts`` or ``segments/000041.ts``); 0 for other names."""
     match = _SEGMENT_NAME.match(name.rsplit("/", 1)[-1])
     return int(match.group(1)) if match else 0
+
+
+def read_records(store: Path) -> list[SignedRecord]:
+    """The records of a store's ledger that parse, in ledger order.
+
+    For readers that act on the content (the workflow's replay, the timeline): damaged lines are skipped
+    here and reported by the verifier, so one bad record never stops a device from starting.
+    """
+    path = StoreLayout(store).ledger_path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"ledger {display_path(path)}: cannot be read ({exc.strerror})") from None
+    records = []
+    for line in data.splitlines(keepends=True):
+        try:
+            records.append(parse_line(line))
+        except RecordFormatError:
+            continue
+    return records

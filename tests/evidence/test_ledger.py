@@ -24,6 +24,7 @@ from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES, record_link
 from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_device_key, verify_signature
 from agent.evidence.ledger import Ledger
 from agent.evidence.record import SignedRecord, parse_line
+from agent.evidence.store import read_records
 from agent.evidence.verify import verify_store
 
 DEVICE = "dev-ledger-01"
@@ -674,3 +675,15 @@ def test_device_key_repr_hides_the_private_key(tmp_path: Path) -> None:
     )
     assert raw_private.hex() not in shown and raw_private.hex()[:16] not in shown
     assert key.fingerprint[:16] in shown
+
+
+def test_read_records_skips_damaged_lines_so_a_device_still_starts(root: Path, key: DeviceKey) -> None:
+    """The workflow replays the ledger at start: one damaged record must not keep the camera off."""
+    written = make_ledger(root, key, events=4)
+    lines = [r.to_line() for r in written]
+    lines[2] = lines[2][:20] + b"\x00" + lines[2][21:]  # seq 3 unparseable
+    ledger_path(root).write_bytes(b"".join(lines))
+    assert [r.seq for r in read_records(root)] == [1, 2, 4, 5]
+    with Ledger.open(root, key, DEVICE) as ledger:  # the writer checks only the tail: it opens and appends
+        assert ledger.head[0] == 6
+    assert [p.line for p in verify_store(root, key.public_key).problems] == [3]  # the verifier reports it

@@ -12,7 +12,7 @@ from workflow_driver import DEVICE, OFFICER, WALK, Driver, M, R, S, kinds, make_
 
 from agent.errors import ConfigError
 from agent.evidence.ledger import Ledger
-from agent.timeline import read_records
+from agent.evidence.store import read_records
 from agent.workflow.events import (
     AdvanceStage,
     Bookmark,
