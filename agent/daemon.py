@@ -23,6 +23,7 @@ from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.ledger import Ledger
 from agent.recorder.segmenter import SegmenterSettings
 from agent.recorder.session import RecordingSession
+from agent.sdnotify import FrameWatchdog, Notifier
 from agent.workflow.events import Press
 from firmware_config.device_config import DeviceConfig
 
@@ -30,8 +31,15 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-def run_daemon(config: DeviceConfig, stop: threading.Event, pin_factory: Any = None) -> None:
-    """Run until ``stop`` is set. ``pin_factory`` None lets gpiozero choose ($GPIOZERO_PIN_FACTORY)."""
+def run_daemon(
+    config: DeviceConfig, stop: threading.Event, pin_factory: Any = None, notifier: Notifier | None = None
+) -> None:
+    """Run until ``stop`` is set. ``pin_factory`` None lets gpiozero choose ($GPIOZERO_PIN_FACTORY).
+
+    Under systemd (Type=notify) it says READY once the camera is armed and the socket listens, feeds the
+    watchdog while frames flow, and says STOPPING on the way out.
+    """
+    notifier = notifier or Notifier()
     # Everything that can refuse the configuration (the pin factory, the pins themselves: two spellings of one
     # pin are only found when gpiozero reserves them) comes before the first file is created (key, store).
     factory = pin_factory
@@ -66,13 +74,18 @@ def run_daemon(config: DeviceConfig, stop: threading.Event, pin_factory: Any = N
             device = Device(ledger, session, config.workflow, show=feedback.show,
                             set_recording_indicator=feedback.set_recording)
             server = ControlServer(config.socket_path, config.socket_group, device.command, device.status)
+            watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
             try:
                 devices.append(device)  # presses from here on reach the device (as before this order)
                 device.start()
                 server.start()
                 log.info("device %s ready: store %s", config.device_id, config.store)
+                notifier.ready(f"device {config.device_id}: camera armed, control socket {config.socket_path}")
+                watchdog.start()
                 stop.wait()
+                notifier.stopping("closing the open segment")
             finally:
+                watchdog.stop()
                 server.close()
                 panel.close()
                 device.close()
