@@ -381,6 +381,9 @@ def _render_case(case: CaseTimeline) -> list[str]:
         lines.extend(text for _, text in sorted(events, key=lambda item: item[0]))
     lines.append(f"  retention class: {p(case.retention_class)}")
     lines.append(f"  missing required stages: {', '.join(map(p, case.missing)) or 'none'}")
+    pending = [s.spec.name for s in case.stages if s.spec.required and s.status == "pending"]
+    if pending:
+        lines.append(f"  required stages still pending (the case is open): {', '.join(map(p, pending))}")
     if case.unrecorded_stages:
         unrecorded = ", ".join(map(p, case.unrecorded_stages))
         lines.append(f"  stages that needed recording but were not recorded: {unrecorded}")

@@ -189,7 +189,9 @@ case dev-0001-00001: inspection (Inspection), officer A1234
   events
     2023-11-14T22:13:37.000Z  resumed after a restart at stage credentials-shown
   retention class: standard
-  missing required stages: none"""
+  missing required stages: none
+  required stages still pending (the case is open): credentials-shown, party-informed, inspection, \
+record-signed, departure"""
 
 
 def test_a_case_without_a_stage_list_uses_the_profiles_and_odd_records_are_shown(tmp_path: Path) -> None:
