@@ -22,20 +22,17 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import json
 import os
 import platform
 import random
-import shutil
 import ssl
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchlib import filesystem_of, latency_summary, verdict
+from benchlib import filesystem_of, latency_summary, run_in_workdir, verdict
 
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
@@ -216,18 +213,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bodycam-bench-", dir=args.dir)).resolve()
-    try:
-        result = run_benchmark(args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept the store in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    result = run_in_workdir("bodycam-bench-", args, run_benchmark, print_table)
     if not all(run["intact"] for run in result["verify"].values()):
         print("ERROR: the benchmark store did not verify", file=sys.stderr)
         return 2

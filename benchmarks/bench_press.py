@@ -30,13 +30,10 @@ did not verify or a press went missing); with --check also 1 when a target was m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import queue
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchlib import filesystem_of, latency_summary, verdict  # noqa: E402
+from benchlib import filesystem_of, latency_summary, run_in_workdir, verdict  # noqa: E402
 from gpiozero.pins.mock import MockFactory, MockPin  # noqa: E402
 
 from agent.camera.base import CameraSettings  # noqa: E402
@@ -269,18 +266,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.pop("GPIOZERO_PIN_FACTORY", None)
-    workdir = Path(tempfile.mkdtemp(prefix="bodycam-bench-press-", dir=args.dir)).resolve()
-    try:
-        result = run_benchmark(args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept the store in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    result = run_in_workdir("bodycam-bench-press-", args, run_benchmark, print_table)
     if not result["intact"] or result["lost_presses"] or result["bookmarks_in_ledger"] != args.presses:
         print("ERROR: the store did not verify or a press left no bookmark record", file=sys.stderr)
         return 2

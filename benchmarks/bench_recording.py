@@ -41,10 +41,8 @@ import os
 import platform
 import resource
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchlib import filesystem_of, verdict  # noqa: E402
+from benchlib import filesystem_of, run_in_workdir, verdict  # noqa: E402
 
 LOST_TARGET = 0
 AGENT_CPU_TARGET_PCT = 5.0  # % of one core per second of video
@@ -880,18 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
         return child_main(args.child)
-    workdir = Path(tempfile.mkdtemp(prefix="bodycam-bench-rec-", dir=args.dir)).resolve()
-    try:
-        result = run_benchmark(args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept the stores in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
+    result = run_in_workdir("bodycam-bench-rec-", args, run_benchmark, print_table)
     broken = any(not all(r["figures"]["consistent"].values()) for r in result["runs"])
     if broken:
         print("ERROR: a store did not verify, or its files do not hold the frames written", file=sys.stderr)

@@ -5,10 +5,15 @@ The benchmarks are scripts (``python benchmarks/bench_x.py``), so this module is
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -64,3 +69,28 @@ def filesystem_of(path: Path) -> dict[str, str]:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def run_in_workdir(
+    prefix: str,
+    args: Any,
+    run: Callable[[Any, Path], dict[str, Any]],
+    print_table: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run a benchmark in a fresh temporary folder under ``args.dir`` and print its result.
+
+    The folder is removed afterwards unless ``args.keep``; ``args.json`` prints JSON instead of the table.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=args.dir)).resolve()
+    try:
+        result = run(args, workdir)
+    finally:
+        if args.keep:
+            print(f"kept the benchmark's files in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return result

@@ -98,6 +98,7 @@ class Segmenter:
         self._segment_name = ""
         self._gop: list[EncodedFrame] = []  # frames written since the last keyframe
         self._awaiting_keyframe = False
+        self._next_index: int | None = None  # the next segment file's number, from the folder at first use
         self._storage = StorageState.OK
         self._backlog_warned = False
         self._segment_us = int(settings.segment_seconds * 1_000_000)
@@ -269,7 +270,12 @@ class Segmenter:
         self.stats.frames_written += 1
 
     def _open_segment(self) -> None:
-        name = segment_file_name(self.ledger.layout.next_segment_index(), SEGMENT_EXTENSION)
+        # The folder is listed once per segmenter, not at every cut: it grows by thousands of files a day.
+        # Only this segmenter writes segments (the ledger's lock makes it the one writer).
+        if self._next_index is None:
+            self._next_index = self.ledger.layout.next_segment_index()
+        name = segment_file_name(self._next_index, SEGMENT_EXTENSION)
+        self._next_index += 1
         path = self.ledger.layout.segments_dir / name
         self._segment = SegmentFile(path, self.settings.width, self.settings.height, self.settings.fps)
         self._segment_name = f"segments/{name}"
