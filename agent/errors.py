@@ -56,3 +56,7 @@ class VerificationError(BodycamError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = list(problems or [])
+
+
+class ProtocolError(BodycamError):
+    """A sync message (topic, payload or acknowledgement) is malformed, too large or not allowed here."""

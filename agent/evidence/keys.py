@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.errors import KeyFileError
-from agent.evidence.encoding import signed_message
+from agent.evidence.encoding import SIGNATURE_DOMAIN
 from agent.evidence.fsutil import display_path, fsync_dir, write_file_durably
 
 PUBLIC_KEY_BYTES = 32
@@ -38,10 +38,15 @@ def public_key_pem(public_key: Ed25519PublicKey) -> str:
     return pem.decode("ascii")
 
 
-def verify_signature(public_key: Ed25519PublicKey, payload: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is the key's signature over ``payload`` (domain-separated)."""
+def verify_signature(
+    public_key: Ed25519PublicKey, payload: bytes, signature: bytes, domain: bytes = SIGNATURE_DOMAIN
+) -> bool:
+    """True when ``signature`` is the key's signature over ``domain + payload``.
+
+    The domain is the ledger's record-signature prefix unless another statement (the station's
+    acknowledgement) names its own, so a signature of one kind can never pass for the other."""
     try:
-        public_key.verify(signature, signed_message(payload))
+        public_key.verify(signature, domain + payload)
     except InvalidSignature:
         return False
     return True
@@ -65,8 +70,8 @@ class DeviceKey:
         """A deterministic key, for known-answer test files only."""
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
-    def sign(self, payload: bytes) -> bytes:
-        return self._private_key.sign(signed_message(payload))
+    def sign(self, payload: bytes, domain: bytes = SIGNATURE_DOMAIN) -> bytes:
+        return self._private_key.sign(domain + payload)
 
     def private_pem(self) -> bytes:
         return self._private_key.private_bytes(

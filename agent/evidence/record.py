@@ -54,6 +54,9 @@ BODY_FIELDS: dict[str, dict[str, Any]] = {
     "event": {"kind": str},
     # A segment deleted after the station acknowledged it; the file named must have a segment record.
     "purge": {"file": _SEGMENT_FILE, "sha256": _HEX64, "reason": str},
+    # The station's signed acknowledgement (``ack``: its line, payload TAB signature, as received) that it
+    # verified and stored this chain up to ``seq`` and the files whose hashes are in ``files``.
+    "receipt": {"station": str, "station_key": _HEX64, "seq": int, "link": _HEX64, "files": list, "ack": str},
     # The field workflow (agent/workflow/): a case opened with a procedure profile (its stage list rides along
     # in ``stages``), each stage done or skipped, the case closed with the required stages it lacks.
     "case-open": {"case_id": str, "procedure": str, "officer": str},

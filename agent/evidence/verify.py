@@ -129,6 +129,17 @@ class ChainVerifier:
         self.recoveries: list[FileClaim] = []
         self.checkpoints: dict[str, list[FileClaim]] = {}  # file -> checkpoints in ledger order
 
+    def anchor(self, device: str, seq: int, link: str) -> None:
+        """Continue a chain already verified up to ``seq`` (whose link is ``link``), as the station does
+        across sync sessions: the next record fed must be ``seq + 1`` and carry ``link`` as its prev."""
+        self.report.device = device
+        self._expected_seq = seq + 1
+        self._prev_link = link
+        self._previous_bad = False
+        if seq:
+            self.report.last_seq = seq
+            self.report.head_link = link
+
     def adopt_announced_key(self, signed: SignedRecord, line_no: int) -> None:
         """Use the key a boot record announces (and is signed with) when no key was pinned."""
         self._key = public_key_from_hex(str(signed.record.body["public_key"]))
