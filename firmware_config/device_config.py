@@ -10,6 +10,7 @@ documented in :mod:`agent.controls.config`.
     [workflow]          default_procedure, stop_reasons, reason_window_seconds, profiles
     [controls]          buttons, LED, buzzer (agent.controls.config)
     [control_socket]    path, group
+    [sync]              broker, TLS files, the station's key, chunking, timing, retention (SyncSettings)
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "profiles": (str, ""),
     },
     "control_socket": {"path": (str, "/run/bodycam/control.sock"), "group": (str, "bodycam")},
+    "sync": {
+        "broker_host": (str, ""),
+        "broker_port": (int, 8883),
+        "ca": (str, ""),
+        "cert": (str, ""),
+        "key": (str, ""),
+        "station_key": (str, ""),
+        "chunk_kib": (int, 256),
+        "window_chunks": (int, 16),
+        "batch_kib": (int, 256),
+        "scan_seconds": ((int, float), 5.0),
+        "retry_seconds": ((int, float), 5.0),
+        "reply_timeout_seconds": ((int, float), 15.0),
+        "session_expiry_seconds": (int, 3600),
+        "purge": (bool, True),
+        "keep_hours": ((int, float), 0.0),
+        "long_term_keep_days": ((int, float), 30.0),
+    },
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "camera.width": (64, 4096),
@@ -67,7 +86,51 @@ _RANGES: dict[str, tuple[float, float]] = {
     "recorder.low_space_mb": (0, 1_000_000),
     "recorder.floor_mb": (1, 1_000_000),
     "workflow.reason_window_seconds": (1, 120),
+    "sync.broker_port": (1, 65535),
+    "sync.chunk_kib": (4, 16384),
+    "sync.window_chunks": (1, 1024),
+    "sync.batch_kib": (1, 4096),
+    "sync.scan_seconds": (0.1, 3600),
+    "sync.retry_seconds": (0.1, 3600),
+    "sync.reply_timeout_seconds": (1, 3600),
+    "sync.session_expiry_seconds": (60, 2**31 - 1),
+    "sync.keep_hours": (0, 100_000),
+    "sync.long_term_keep_days": (0, 100_000),
 }
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The uploader's settings (``[sync]``); ``bodycam-sync`` refuses to start without a broker host.
+
+    ``broker_host``/``broker_port``: the station's Mosquitto. ``ca``/``cert``/``key``: PEM files of the
+    station's CA and this device's MQTT client certificate and key (its CN is the device id).
+    ``station_key``: the station's acknowledgement public key (PEM, hex or raw); acks signed by any other
+    key are refused. ``chunk_kib``: segment chunk size (shrunk to the broker's maximum packet size).
+    ``window_chunks``: chunks in flight before the station confirms them. ``batch_kib``: most ledger bytes
+    per records message. ``scan_seconds``: how often new evidence is looked for. ``retry_seconds``: wait
+    before reconnecting. ``reply_timeout_seconds``: silence from the station before a session is restarted.
+    ``session_expiry_seconds``: how long the broker keeps the device's MQTT session. Retention: ``purge``
+    (delete acknowledged segments at all), ``keep_hours`` (acknowledged standard footage stays at least this
+    long after recording), ``long_term_keep_days`` (the same for footage flagged long-term).
+    """
+
+    broker_host: str = ""
+    broker_port: int = 8883
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    station_key: Path | None = None
+    chunk_bytes: int = 256 * 1024
+    window_chunks: int = 16
+    batch_bytes: int = 256 * 1024
+    scan_seconds: float = 5.0
+    retry_seconds: float = 5.0
+    reply_timeout_seconds: float = 15.0
+    session_expiry_seconds: int = 3600
+    purge: bool = True
+    keep_hours: float = 0.0
+    long_term_keep_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +150,7 @@ class DeviceConfig:
     controls: ControlsConfig
     socket_path: Path
     socket_group: str
+    sync: SyncSettings = SyncSettings()
 
 
 def load_device_config(path: Path) -> DeviceConfig:
@@ -148,6 +212,28 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
         controls=controls_from_mapping(data["controls"], source) if "controls" in data else ControlsConfig.default(),
         socket_path=Path(values["control_socket"]["path"]),
         socket_group=values["control_socket"]["group"],
+        sync=_sync_settings(values["sync"], source),
+    )
+
+
+def _sync_settings(sync: dict[str, Any], source: str) -> SyncSettings:
+    paths: dict[str, Path | None] = {}
+    for name in ("ca", "cert", "key", "station_key"):
+        value = sync[name]
+        if value and not value.isprintable():
+            raise ConfigError(f"{source}: key 'sync.{name}': must be printable text")
+        paths[name] = Path(value) if value else None
+    if sync["broker_host"] and not all(paths.values()):
+        missing = next(name for name, path in paths.items() if path is None)
+        raise ConfigError(f"{source}: key 'sync.{missing}': required when sync.broker_host is set")
+    return SyncSettings(
+        broker_host=sync["broker_host"], broker_port=sync["broker_port"], ca=paths["ca"], cert=paths["cert"],
+        key=paths["key"], station_key=paths["station_key"], chunk_bytes=sync["chunk_kib"] * 1024,
+        window_chunks=sync["window_chunks"], batch_bytes=sync["batch_kib"] * 1024,
+        scan_seconds=float(sync["scan_seconds"]), retry_seconds=float(sync["retry_seconds"]),
+        reply_timeout_seconds=float(sync["reply_timeout_seconds"]),
+        session_expiry_seconds=sync["session_expiry_seconds"], purge=sync["purge"],
+        keep_hours=float(sync["keep_hours"]), long_term_keep_days=float(sync["long_term_keep_days"]),
     )
 
 
@@ -167,7 +253,7 @@ def _table(raw: object, table: str, source: str) -> dict[str, Any]:
             result[key] = default
             continue
         value = raw[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise ConfigError(f"{source}: key '{dotted}': wrong type {type(value).__name__}")
         if dotted in _RANGES and isinstance(value, int | float):
             low, high = _RANGES[dotted]
