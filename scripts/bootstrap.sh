@@ -35,3 +35,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+# The sync tests start their own Mosquitto from the Debian package's binary (/usr/sbin is not on every PATH).
+# The package's own service is not used; if apt starts it, it listens on its own port and does no harm.
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "$(id -u)" = 0 ] || [ -n "${CI:-}" ]; then
+    apt_install mosquitto
+  else
+    echo "bootstrap: mosquitto is not installed; the broker tests will be skipped (as root: apt-get install mosquitto)" >&2
+  fi
+fi
