@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_parser("retention", help="flag for long-term retention").add_argument("--reason", required=True,
                                                                                  help="why (art. 19)")
     ops.add_parser("close-case", help="close the open case early (missing stages are listed)")
+    ops.add_parser("purge", help="remove the segments the station acknowledged, as [sync] retention allows")
     return parser
 
 

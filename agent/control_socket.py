@@ -9,6 +9,11 @@ connect. One request per connection, one JSON object per line each way:
 Ops: status, open-case [procedure], stage [skip], record, stop [reason], bookmark [note],
 retention reason, close-case. Every op goes through the same state machine as the buttons; a refused op
 answers ``ok: false`` with the reason and changes nothing.
+
+Custody ops, for the uploader (agent/evidence/custody.py, ``AgentCustody``): ``receipt`` ack (the station's
+acknowledgement line, payload TAB signature) records a checked receipt; ``purge`` removes the acknowledged
+segments the retention policy lets go. They answer ``{"ok", "error", "error_type", "status": null, "result"}``.
+Requests are at most 4 KiB, a ``receipt`` request at most 64 KiB (an ack line is up to 16 KiB).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +44,32 @@ from agent.workflow.events import (
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4096
-OPS = ("status", "open-case", "stage", "record", "stop", "bookmark", "retention", "close-case")
+# A receipt carries an ack line of up to 16 KiB (agent.evidence.ack.MAX_ACK_BYTES); JSON escaping its quotes
+# and the framing stay well inside this.
+MAX_CUSTODY_REQUEST_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # a purge reply lists every file removed
+CUSTODY_OPS = ("receipt", "purge")
+OPS = ("status", "open-case", "stage", "record", "stop", "bookmark", "retention", "close-case", *CUSTODY_OPS)
+# handle(op, fields) -> result; a BodycamError it raises is the refusal (ok: false, its message and type name).
+CustodyHandler = Callable[[str, Mapping[str, Any]], dict[str, Any]]
 
 
 class ControlError(BodycamError):
     """A control request is malformed, or the socket cannot be reached."""
+
+
+def custody_request(request: object) -> tuple[str, dict[str, Any]] | None:
+    """(op, fields) for a custody op; None for any other op. ControlError says what is wrong."""
+    if not isinstance(request, dict) or request.get("op") not in CUSTODY_OPS:
+        return None
+    op = str(request["op"])
+    allowed = {"op", "ack"} if op == "receipt" else {"op"}
+    unknown = sorted(set(request) - allowed)
+    if unknown:
+        raise ControlError(f"request: unknown field {unknown[0]!r} for op {op!r}")
+    if op == "receipt" and not (isinstance(request.get("ack"), str) and request["ack"]):
+        raise ControlError("request field 'ack': the station's acknowledgement line is required (a string)")
+    return op, {k: v for k, v in request.items() if k != "op"}
 
 
 def command_from_request(request: object) -> Command | None:
@@ -77,7 +103,8 @@ def command_from_request(request: object) -> Command | None:
 
 
 class ControlServer:
-    """Serves requests on ``path`` with ``handle(command) -> (error, status)`` and ``status() -> dict``."""
+    """Serves requests on ``path`` with ``handle(command) -> (error, status)`` and ``status() -> dict``;
+    the custody ops with ``custody`` (refused when there is none)."""
 
     def __init__(
         self,
@@ -85,11 +112,13 @@ class ControlServer:
         group: str,
         handle: Callable[[Command], tuple[str | None, dict[str, Any]]],
         status: Callable[[], dict[str, Any]],
+        custody: CustodyHandler | None = None,
     ) -> None:
         self.path = path
         self.group = group
         self._handle = handle
         self._status = status
+        self._custody = custody
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -144,8 +173,17 @@ class ControlServer:
 
     def _answer(self, connection: socket.socket) -> None:
         try:
-            data = _read_line(connection)
-            command = command_from_request(json.loads(data))
+            data = _read_line(connection, MAX_CUSTODY_REQUEST_BYTES)
+            request = json.loads(data)
+            custody = custody_request(request)
+            if custody is not None:
+                answer = self._answer_custody(*custody)
+                with contextlib.suppress(OSError):  # the client went away: the op was done all the same
+                    connection.sendall(json.dumps(answer).encode() + b"\n")
+                return
+            if len(data) > MAX_REQUEST_BYTES:
+                raise ControlError(f"request: longer than {MAX_REQUEST_BYTES} bytes")
+            command = command_from_request(request)
             if command is None:
                 reply: dict[str, Any] = {"ok": True, "error": None, "status": self._status()}
             else:
@@ -158,16 +196,29 @@ class ControlServer:
         with contextlib.suppress(OSError):
             connection.sendall(json.dumps(reply).encode() + b"\n")
 
+    def _answer_custody(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if self._custody is None:
+            error: BodycamError = ControlError(f"op {op!r}: custody is not served on this socket")
+        else:
+            try:
+                result = self._custody(op, fields)
+            except BodycamError as exc:
+                log.warning("control op %s refused: %s", op, exc)
+                error = exc
+            else:
+                return {"ok": True, "error": None, "error_type": None, "status": None, "result": result}
+        return {"ok": False, "error": str(error), "error_type": type(error).__name__, "status": None, "result": None}
 
-def _read_line(connection: socket.socket) -> bytes:
+
+def _read_line(connection: socket.socket, limit: int, what: str = "request") -> bytes:
     data = b""
     while not data.endswith(b"\n"):
-        chunk = connection.recv(MAX_REQUEST_BYTES)
+        chunk = connection.recv(65536)
         if not chunk:
             break
         data += chunk
-        if len(data) > MAX_REQUEST_BYTES:
-            raise ControlError(f"request: longer than {MAX_REQUEST_BYTES} bytes")
+        if len(data) > limit:
+            raise ControlError(f"{what}: longer than {limit} bytes")
     return data
 
 
@@ -178,7 +229,7 @@ def send_request(path: Path, request: dict[str, Any], timeout: float = 10.0) -> 
             client.settimeout(timeout)
             client.connect(str(path))
             client.sendall(json.dumps(request).encode() + b"\n")
-            reply = _read_line(client)
+            reply = _read_line(client, MAX_REPLY_BYTES, f"control socket {display_path(path)}: reply")
     except OSError as exc:
         raise ControlError(f"control socket {display_path(path)}: {exc.strerror or exc}") from None
     try:

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from agent.camera.factory import open_camera
-from agent.control_socket import ControlServer
+from agent.control_socket import ControlError, ControlServer, CustodyHandler
 from agent.controls.buttons import ButtonPanel
 from agent.controls.feedback import FeedbackDriver
 from agent.controls.pins import pin_factory as choose_pin_factory
 from agent.device import Device
 from agent.errors import ConfigError
-from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.custody import LedgerCustody, RetentionPolicy
+from agent.evidence.keys import load_or_create_device_key, load_public_key
 from agent.evidence.ledger import Ledger
 from agent.recorder.segmenter import SegmenterSettings
 from agent.recorder.session import RecordingSession
 from agent.sdnotify import FrameWatchdog, Notifier
 from agent.workflow.events import Press
-from firmware_config.device_config import DeviceConfig
+from firmware_config.device_config import DeviceConfig, SyncSettings
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -73,7 +74,8 @@ def run_daemon(
             session = RecordingSession(ledger, camera, settings)
             device = Device(ledger, session, config.workflow, show=feedback.show,
                             set_recording_indicator=feedback.set_recording)
-            server = ControlServer(config.socket_path, config.socket_group, device.command, device.status)
+            server = ControlServer(config.socket_path, config.socket_group, device.command, device.status,
+                                   custody=custody_handler(ledger, config.sync))
             watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
             try:
                 devices.append(device)  # presses from here on reach the device (as before this order)
@@ -92,6 +94,30 @@ def run_daemon(
     finally:
         panel.close()
         feedback.close()
+
+
+def custody_handler(ledger: Ledger, sync: SyncSettings) -> CustodyHandler:
+    """The control socket's ``receipt`` and ``purge`` ops on the daemon's own ledger.
+
+    The station key is read from ``sync.station_key`` at every op (a key file fixed or replaced takes effect
+    without a restart, and a bad one never keeps the camera from starting); the policy comes from ``[sync]``.
+    """
+    policy = RetentionPolicy.from_settings(sync)
+    lock = threading.Lock()  # one custody op at a time: the receipt's news check and its append belong together
+
+    def handle(op: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        if sync.station_key is None:
+            raise ConfigError("sync.station_key is not configured: no acknowledgement can be checked")
+        custody = LedgerCustody(ledger, load_public_key(sync.station_key), policy)
+        with lock:
+            if op == "receipt":
+                return {"outcome": custody.record_receipt(str(fields["ack"]).encode("ascii", "replace"))}
+            if op == "purge":
+                outcome = custody.purge()
+                return {"purged": outcome.purged, "refused": outcome.refused}
+        raise ControlError(f"op {op!r}: not a custody op")
+
+    return handle
 
 
 def _named(config: DeviceConfig, make: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:

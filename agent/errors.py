@@ -35,6 +35,10 @@ class LedgerError(BodycamError):
     """The ledger cannot be opened or appended to; nothing was written by the failed call."""
 
 
+class LedgerBusyError(LedgerError):
+    """The ledger is locked by another writer (the running agent, or another tool); retry later or go through it."""
+
+
 class LedgerCorruptError(LedgerError):
     """The ledger holds damage that is not a torn tail; it is reported, never repaired."""
 

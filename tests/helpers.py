@@ -60,7 +60,7 @@ def stand_in_store(store: Path, key: DeviceKey, device_id: str, seconds: int, cl
     """
     with Ledger.open(store, key, device_id, clock, boot_reason="simulate") as ledger:
         ledger.append("event", {"kind": "simulation-start", "seconds": seconds})
-        index = ledger.layout.next_segment_index()
+        index = ledger.next_segment_index()
         for second in range(seconds):
             stored = ledger.layout.write_segment(
                 segment_file_name(index, "bin"), stand_in_segment(device_id, index)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.errors import EncodingError, LedgerCorruptError, LedgerError, RecordFormatError
+from agent.errors import EncodingError, LedgerBusyError, LedgerCorruptError, LedgerError, RecordFormatError
 from agent.evidence.clock import Clock, SystemClock
 from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
@@ -67,6 +67,7 @@ class Ledger:
         self.recovery_records: list[SignedRecord] = []  # torn ledger tails recorded at open
         self.recovered_segments: list[SignedRecord] = []  # segment files without a record, recorded at open
         self.boot_record: SignedRecord | None = None
+        self._highest_recorded_segment = 0  # the highest segment number a record names (set at open)
 
     @classmethod
     def open(
@@ -92,7 +93,7 @@ class Ledger:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LedgerError(f"ledger {name}: in use by another process") from None
+                raise LedgerBusyError(f"ledger {name}: in use by another process") from None
             raise LedgerError(f"ledger {name}: cannot lock ({exc.strerror})") from None
         ledger = cls(layout, key, device_id, clock or SystemClock(), fd)
         try:
@@ -111,6 +112,11 @@ class Ledger:
     def head(self) -> tuple[int, str]:
         """Sequence number and link hash of the newest record (0 and the genesis value when empty)."""
         return self._head_seq, self._head_link
+
+    def next_segment_index(self) -> int:
+        """The number for the next new segment file: above every file in segments/ and every one a record
+        names, so a file purged after the station acknowledged it never has its name given out again."""
+        return max(self.layout.next_segment_index(), self._highest_recorded_segment + 1)
 
     def append(self, record_type: str, body: Mapping[str, Any]) -> SignedRecord:
         """Sign and durably append one record; returns it once it is on stable storage."""
@@ -141,6 +147,9 @@ class Ledger:
             self._write_durably(line, record.seq)
             self._head_seq = record.seq
             self._head_link = signed.link
+            if record_type in ("segment", "recovered"):
+                number = segment_index(str(record.body["file"]))
+                self._highest_recorded_segment = max(self._highest_recorded_segment, number)
             return signed
 
     def close(self) -> None:
@@ -174,6 +183,7 @@ class Ledger:
 
     def _recover_and_boot(self, boot_reason: str) -> None:
         scan = self._scan()
+        self._highest_recorded_segment = max((segment_index(n) for n in scan.covered_segments), default=0)
         if scan.good_length < scan.size:
             self._move_torn_tail_aside(scan.good_length, scan.size)
         if scan.last is not None:

@@ -273,7 +273,7 @@ class Segmenter:
         # The folder is listed once per segmenter, not at every cut: it grows by thousands of files a day.
         # Only this segmenter writes segments (the ledger's lock makes it the one writer).
         if self._next_index is None:
-            self._next_index = self.ledger.layout.next_segment_index()
+            self._next_index = self.ledger.next_segment_index()
         name = segment_file_name(self._next_index, SEGMENT_EXTENSION)
         self._next_index += 1
         path = self.ledger.layout.segments_dir / name
