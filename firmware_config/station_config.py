@@ -1,0 +1,210 @@
+"""The station receiver's configuration file (TOML): typed, every key documented, unknown keys refused.
+
+Every problem raises ConfigError naming the file, the dotted key and what is wrong; nothing starts on a bad
+file. An example with every key and its default is ``firmware_config/station.example.toml``.
+
+    [station]     id (named in every acknowledgement), data (evidence store, index, staging), key
+    [broker]      the station's Mosquitto: host, port, TLS files, client id, session expiry, keepalive
+    [limits]      max_message_bytes, max_pending_records
+    [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent.errors import ConfigError
+from agent.evidence.fsutil import display_path
+from agent.evidence.record import DEVICE_ID_PATTERN
+from firmware_config.toml_file import read_toml
+
+MIB = 1024 * 1024
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+# table -> key -> (type, default); a default of ... means required
+_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+    "station": {"id": (str, ...), "data": (str, ...), "key": (str, ...)},
+    "broker": {
+        "host": (str, "localhost"),
+        "port": (int, 8883),
+        "ca": (str, ""),
+        "cert": (str, ""),
+        "key": (str, ""),
+        "client_id": (str, "bodycam-station"),
+        "session_expiry_seconds": (int, 86400),
+        "keepalive_seconds": (int, 30),
+    },
+    "limits": {"max_message_bytes": (int, 4 * MIB), "max_pending_records": (int, 10_000)},
+    "deadline": {
+        "working_days": (int, 2),
+        "weekend": (list, ["saturday", "sunday"]),
+        "holidays": (list, []),
+        "timezone": (str, "UTC"),
+    },
+}
+_RANGES: dict[str, tuple[int, int]] = {
+    "broker.port": (1, 65535),
+    # MQTT 5 carries the expiry in four bytes; 0xFFFFFFFF would mean "never expires", which is not wanted.
+    "broker.session_expiry_seconds": (60, 2**32 - 2),
+    "broker.keepalive_seconds": (5, 65535),
+    # A records message must hold at least one complete ledger line (64 KiB); MQTT caps a packet at 256 MiB.
+    "limits.max_message_bytes": (64 * 1024, 256 * MIB - 1),
+    "limits.max_pending_records": (1, 10_000_000),
+    "deadline.working_days": (1, 365),
+}
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The receiver's MQTT connection. ``ca``/``cert``/``key``: PEM files of the station CA and the
+    receiver's client certificate (CN "station") and key; empty until ``serve`` needs them."""
+
+    host: str = "localhost"
+    port: int = 8883
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    client_id: str = "bodycam-station"
+    session_expiry_seconds: int = 86400
+    keepalive_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class DeadlineSettings:
+    """The upload deadline: ``working_days`` after the recording's local date, skipping ``weekend`` days
+    (``datetime.date.weekday()`` numbers, Monday 0) and ``holidays``, in the IANA ``timezone``."""
+
+    working_days: int = 2
+    weekend: frozenset[int] = frozenset({5, 6})
+    holidays: frozenset[datetime.date] = frozenset()
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    source: str
+    station_id: str
+    data: Path
+    key: Path
+    broker: BrokerSettings
+    max_message_bytes: int
+    max_pending_records: int
+    deadline: DeadlineSettings
+
+    @property
+    def index_path(self) -> Path:
+        return self.data / "index.sqlite"
+
+
+def load_station_config(path: Path) -> StationConfig:
+    source = display_path(path)
+    return parse_station_config(read_toml(path, source), source)
+
+
+def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
+    unknown = sorted(set(data) - set(_SCHEMA))
+    if unknown:
+        raise ConfigError(f"{source}: key '{unknown[0]}': unknown table (known: {', '.join(_SCHEMA)})")
+    values = {table: _table(data.get(table, {}), table, source) for table in _SCHEMA}
+    station, broker, limits = values["station"], values["broker"], values["limits"]
+    if not DEVICE_ID_PATTERN.match(station["id"]):
+        # The id rides in every acknowledgement (at most 64 characters there); keep it to a plain name.
+        raise ConfigError(f"{source}: key 'station.id': {station['id']!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
+    for dotted, value in (("station.data", station["data"]), ("station.key", station["key"]),
+                          ("broker.host", broker["host"]), ("broker.client_id", broker["client_id"])):
+        # An empty path would be the working directory; an empty host or client id cannot connect.
+        if not value.strip() or not value.isprintable():
+            raise ConfigError(f"{source}: key '{dotted}': must be non-empty printable text")
+    tls: dict[str, Path | None] = {}
+    for name in ("ca", "cert", "key"):
+        if broker[name] and not broker[name].isprintable():
+            raise ConfigError(f"{source}: key 'broker.{name}': must be printable text")
+        tls[name] = Path(broker[name]) if broker[name] else None
+    return StationConfig(
+        source=source,
+        station_id=station["id"],
+        data=Path(station["data"]),
+        key=Path(station["key"]),
+        broker=BrokerSettings(
+            host=broker["host"], port=broker["port"], ca=tls["ca"], cert=tls["cert"], key=tls["key"],
+            client_id=broker["client_id"], session_expiry_seconds=broker["session_expiry_seconds"],
+            keepalive_seconds=broker["keepalive_seconds"],
+        ),
+        max_message_bytes=limits["max_message_bytes"],
+        max_pending_records=limits["max_pending_records"],
+        deadline=_deadline(values["deadline"], source),
+    )
+
+
+def require_broker_tls(config: StationConfig) -> tuple[Path, Path, Path]:
+    """The CA, certificate and key files ``serve`` needs; ConfigError naming the first one not set."""
+    broker = config.broker
+    for name, path in (("ca", broker.ca), ("cert", broker.cert), ("key", broker.key)):
+        if path is None:
+            raise ConfigError(f"{config.source}: key 'broker.{name}': required to serve (the broker speaks TLS only)")
+    assert broker.ca is not None and broker.cert is not None and broker.key is not None  # checked above
+    return broker.ca, broker.cert, broker.key
+
+
+def _deadline(table: dict[str, Any], source: str) -> DeadlineSettings:
+    weekend: set[int] = set()
+    for index, name in enumerate(table["weekend"]):
+        if not isinstance(name, str) or name.lower() not in WEEKDAYS:
+            raise ConfigError(f"{source}: key 'deadline.weekend[{index}]': {name!r} is not a weekday name "
+                              f"({', '.join(WEEKDAYS)})")
+        weekend.add(WEEKDAYS.index(name.lower()))
+    if len(weekend) == len(WEEKDAYS):
+        raise ConfigError(f"{source}: key 'deadline.weekend': every day is a weekend day: no deadline can be met")
+    holidays: set[datetime.date] = set()
+    for index, item in enumerate(table["holidays"]):
+        holidays.add(_holiday(item, f"{source}: key 'deadline.holidays[{index}]'"))
+    name = table["timezone"]
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{source}: key 'deadline.timezone': {name!r} is not an IANA time zone name") from None
+    return DeadlineSettings(table["working_days"], frozenset(weekend), frozenset(holidays), name)
+
+
+def _holiday(item: object, where: str) -> datetime.date:
+    # A TOML local date (2024-12-25 without quotes) is accepted as well as the string "2024-12-25".
+    if isinstance(item, datetime.date) and not isinstance(item, datetime.datetime):
+        return item
+    wrong = ConfigError(f"{where}: {str(item)[:40]!r} is not a date \"YYYY-MM-DD\"")
+    # fromisoformat also takes "20241225" and week dates: the length pins the one documented spelling.
+    if not isinstance(item, str) or len(item) != 10:
+        raise wrong
+    try:
+        return datetime.date.fromisoformat(item)
+    except ValueError:
+        raise wrong from None
+
+
+def _table(raw: object, table: str, source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{table}': must be a table")
+    schema = _SCHEMA[table]
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key (known: {', '.join(schema)})")
+    result: dict[str, Any] = {}
+    for key, (kind, default) in schema.items():
+        dotted = f"{table}.{key}"
+        if key not in raw:
+            if default is ...:
+                raise ConfigError(f"{source}: key '{dotted}': missing")
+            result[key] = default
+            continue
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{source}: key '{dotted}': wrong type {type(value).__name__}")
+        if dotted in _RANGES and isinstance(value, int):
+            low, high = _RANGES[dotted]
+            if not low <= value <= high:
+                raise ConfigError(f"{source}: key '{dotted}': {value} is outside {low}..{high}")
+        result[key] = value
+    return result

@@ -1,0 +1,218 @@
+"""``bodycam-station``: the station receiver and what it reports.
+
+    bodycam-station serve --config FILE
+    bodycam-station add-device --config FILE --device-id D --pubkey FILE [--replace]
+    bodycam-station show-key --config FILE [--hex]
+    bodycam-station status --config FILE [--json]
+    bodycam-station problems --config FILE [--device D] [--json]
+    bodycam-station timeline --config FILE --device D [--json] [--profiles DIR]
+
+Exit 0: done, nothing wrong. Exit 1: problems found (``status``/``problems``: open problems; ``timeline``:
+the ledger copy does not verify; ``serve``: the station's storage failed). Exit 2: wrong arguments, a bad
+config file or unreadable station data; one line says why. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from agent.errors import BodycamError, UsageError
+from agent.evidence.clock import SystemClock
+from agent.evidence.fsutil import display_path
+from agent.evidence.keys import load_device_key, load_or_create_device_key, public_key_from_hex, public_key_pem
+from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.evidence.store import StoreLayout, read_records
+from agent.evidence.verify import Report, verify_lines
+from agent.timeline import case_timelines, render_timeline
+from agent.verify_cli import printable
+from firmware_config.profiles import load_profiles
+from firmware_config.station_config import StationConfig, load_station_config
+from sync.station.index import SqliteIndex
+from sync.station.report import device_statuses, enroll_device, render_problems, render_status
+from sync.station.store import FilesystemEvidenceStore
+
+PROG = "bodycam-station"
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def _device_id(text: str) -> str:
+    if not DEVICE_ID_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"device id {text!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="The station: receives, verifies and stores body-camera evidence.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--config", type=Path, required=True, help="the station's TOML config file")
+        return sub
+
+    command("serve", "receive from the broker until SIGTERM/SIGINT")
+    add = command("add-device", "enroll a device's public key (the key its records must be signed with)")
+    add.add_argument("--device-id", type=_device_id, required=True, help="the device id")
+    add.add_argument("--pubkey", type=Path, required=True, help="its public key (PEM, hex or raw)")
+    add.add_argument("--replace", action="store_true", help="replace a different key already enrolled")
+    key = command("show-key", "print the station's acknowledgement public key (created if missing)")
+    key.add_argument("--hex", action="store_true", help="64 hex digits instead of PEM")
+    status = command("status", "per device: key, last session, records, files, open problems, holes")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    problems = command("problems", "list the problems found, oldest first")
+    problems.add_argument("--device", type=_device_id, help="only this device's")
+    problems.add_argument("--json", action="store_true", help="machine-readable output")
+    timeline = command("timeline", "the verified case timeline of a device, from the station's ledger copy")
+    timeline.add_argument("--device", type=_device_id, required=True, help="the device id")
+    timeline.add_argument("--json", action="store_true", help="machine-readable output")
+    timeline.add_argument("--profiles", type=Path, help="procedure profiles folder (default: the shipped ones)")
+    return parser
+
+
+def _open_index(config: StationConfig, create: bool = False) -> SqliteIndex:
+    if not create and not config.index_path.exists():
+        raise UsageError(f"station data {display_path(config.data)}: no index yet (run add-device or serve first)")
+    return SqliteIndex(config.index_path)
+
+
+def _serve(config: StationConfig) -> int:
+    from sync.station.receiver import Receiver
+    from sync.station.service import StationService, make_client
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    client = make_client(config)  # first: a config without TLS files is refused before anything is touched
+    store = FilesystemEvidenceStore(config.data)
+    store.lock()
+    index = SqliteIndex(config.index_path)
+    try:
+        receiver = Receiver(config, store, index, load_or_create_device_key(config.key), SystemClock())
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logging.getLogger(__name__).info("signal %s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+        return StationService(config, receiver, client).run(stop)
+    finally:
+        index.close()
+        store.close()
+
+
+def _add_device(config: StationConfig, args: argparse.Namespace) -> int:
+    from agent.evidence.keys import load_public_key
+
+    public_key = load_public_key(args.pubkey)
+    index = _open_index(config, create=True)
+    try:
+        print(enroll_device(index, args.device_id, public_key, SystemClock().now().wall_us, args.replace))
+    finally:
+        index.close()
+    return EXIT_OK
+
+
+def _show_key(config: StationConfig, args: argparse.Namespace) -> int:
+    key = load_or_create_device_key(config.key)
+    print(key.public_raw.hex() if args.hex else public_key_pem(key.public_key), end="" if not args.hex else "\n")
+    return EXIT_OK
+
+
+def _status(config: StationConfig, args: argparse.Namespace) -> int:
+    index = _open_index(config)
+    try:
+        statuses = device_statuses(index)
+        enrolled = {s.device.id for s in statuses}
+        stray = [p for p in index.problems() if p.resolved_us is None and p.device not in enrolled]
+    finally:
+        index.close()
+    fingerprint = load_device_key(config.key).fingerprint if config.key.exists() else None
+    if args.json:
+        print(json.dumps({"station": config.station_id, "key_fingerprint": fingerprint,
+                          "devices": [s.to_dict() for s in statuses], "other_open_problems": len(stray)}, indent=2))
+    else:
+        print(render_status(config.station_id, fingerprint, statuses, len(stray)))
+    open_problems = len(stray) + sum(s.open_problems for s in statuses)
+    return EXIT_PROBLEMS if open_problems else EXIT_OK
+
+
+def _problems(config: StationConfig, args: argparse.Namespace) -> int:
+    index = _open_index(config)
+    try:
+        problems = index.problems(args.device)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in problems], indent=2))
+    else:
+        print(render_problems(problems))
+    return EXIT_PROBLEMS if any(p.resolved_us is None for p in problems) else EXIT_OK
+
+
+def _timeline(config: StationConfig, args: argparse.Namespace) -> int:
+    index = _open_index(config)
+    try:
+        device = index.device(args.device)
+    finally:
+        index.close()
+    if device is None:
+        raise UsageError(f"device {args.device}: not enrolled at this station")
+    root = FilesystemEvidenceStore(config.data).device_root(args.device)
+    if not StoreLayout(root).ledger_path.exists():
+        print(f"device {args.device}: no records stored yet")
+        return EXIT_OK
+    # The records were verified on arrival; the chain is checked again here (not the files, which may still
+    # be on their way) so that a timeline is never shown from a copy that was altered since.
+    report = Report(path=display_path(root))
+    with open(StoreLayout(root).ledger_path, "rb") as handle:
+        verify_lines(handle, report, public_key_from_hex(device.public_key))
+    timelines = case_timelines(read_records(root), load_profiles(args.profiles))
+    if args.json:
+        print(json.dumps({"device": args.device, "ledger_intact": report.intact,
+                          "problems": [p.to_dict() for p in report.problems],
+                          "timeline": [case.to_dict() for case in timelines]}, indent=2))
+    else:
+        if not report.intact:
+            print(f"WARNING: the ledger copy of {args.device} did NOT verify: {printable(str(report.problems[0]))}")
+        print(render_timeline(timelines) if timelines else f"device {args.device}: no cases")
+    return EXIT_OK if report.intact else EXIT_PROBLEMS
+
+
+_COMMANDS: dict[str, Callable[[StationConfig, argparse.Namespace], int]] = {
+    "add-device": _add_device, "show-key": _show_key, "status": _status, "problems": _problems,
+    "timeline": _timeline,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_station_config(args.config)
+        if args.command == "serve":
+            return _serve(config)
+        return _COMMANDS[args.command](config, args)
+    except BodycamError as exc:
+        print(f"{PROG}: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, sqlite3.Error) as exc:
+        print(f"{PROG}: station data cannot be read or written ({printable(str(exc))})", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Taking in ledger lines: verify each against the chain the station holds, store the verified ones in order.
+
+Per line, against the device's watermark (the last record stored with nothing missing before it):
+
+- at or below it: an identical copy is a harmless duplicate; a different, validly signed record is a fork;
+- the next one: identity (device id, enrolled key), signature and link to the watermark, then the shared
+  ChainVerifier (anchored at the watermark) for what it checks of the content; verified -> stored;
+- beyond it: identity and signature checked, then held (a bounded number per device) until the hole fills.
+
+Nothing past a problem is stored: the first problem ends the message. Stored lines go to the device's ledger
+copy (write + fdatasync) before the index learns of them, and only then may an acknowledgement name them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from agent.errors import RecordFormatError, StoreError
+from agent.evidence.clock import Clock
+from agent.evidence.keys import public_key_from_hex, verify_signature
+from agent.evidence.record import SignedRecord, parse_line
+from agent.evidence.verify import ChainVerifier, Report
+from sync.station.deadline import WorkingCalendar
+from sync.station.index import Index
+from sync.station.model import (
+    BAD_SIGNATURE,
+    CLAIM_TYPES,
+    FOOTAGE_TYPES,
+    FORK,
+    GAP,
+    INCONSISTENT,
+    LATE_UPLOAD,
+    MALFORMED,
+    SPLICED,
+    WRONG_KEY,
+    CaseUpdate,
+    Claim,
+    DeviceRow,
+    RecordRow,
+)
+from sync.station.problems import ProblemLog
+from sync.station.store import EvidenceStore
+
+log = logging.getLogger(__name__)
+
+# What the verifier may still find about a record that passed the identity, signature and link checks: facts
+# about its content. The record is genuine and in its place, so it is stored (the station's copy stays the
+# device's ledger) and the finding reported. Any other finding stops the intake like a broken chain.
+_CONTENT_FINDINGS = (
+    "the ledger's first record is not a boot record",
+    "monotonic time went backwards",
+    "checkpoint",
+    "file already recorded by seq",
+    "purge of a file no earlier segment record vouches for",
+)
+CASE_TYPES = ("case-open", "stage", "case-close")
+# A verifier remembers every record it saw; starting a fresh one (anchored where the chain stands) now and
+# then bounds that memory. Only its cross-record content checks (monotonic time, a second record for a file)
+# lose sight of what came before the restart point; the chain checks themselves do not depend on it.
+CHAIN_RESET_RECORDS = 100_000
+
+
+@dataclass
+class IntakeResult:
+    stored: int = 0
+    duplicates: int = 0
+    held: int = 0
+    problem: bool = False  # the message ended at a problem (reported)
+    late: list[tuple[int, str, str]] = field(default_factory=list)  # seq, file, reason
+
+    @property
+    def advanced(self) -> bool:
+        return self.stored > 0
+
+    @property
+    def only_duplicates(self) -> bool:
+        """Every line was already stored: the ack for them may have been lost (a crash before it was sent)."""
+        return self.duplicates > 0 and not (self.stored or self.held or self.problem)
+
+
+@dataclass
+class _Batch:
+    """Lines verified in this message, in order, not yet stored."""
+
+    base_seq: int
+    base_link: str
+    lines: list[tuple[bytes, SignedRecord]] = field(default_factory=list)
+
+    @property
+    def seq(self) -> int:
+        return self.lines[-1][1].seq if self.lines else self.base_seq
+
+    @property
+    def link(self) -> str:
+        return self.lines[-1][1].link if self.lines else self.base_link
+
+    def line_of(self, seq: int) -> bytes | None:
+        index = seq - self.base_seq - 1
+        return self.lines[index][0] if 0 <= index < len(self.lines) else None
+
+
+class RecordIntake:
+    def __init__(self, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
+                 clock: Clock, max_pending: int) -> None:
+        self._store = store
+        self._index = index
+        self._problems = problems
+        self._calendar = calendar
+        self._clock = clock
+        self._max_pending = max_pending
+        self._pending: dict[str, dict[int, tuple[bytes, SignedRecord]]] = {}
+        # One verifier per device while its chain goes on without a problem (it also checks monotonic time
+        # and file claims across messages); dropped on any problem and re-anchored at the stored watermark.
+        self._chains: dict[str, tuple[str, ChainVerifier]] = {}
+
+    def pending(self, device: str) -> list[int]:
+        return sorted(self._pending.get(device, {}))
+
+    # --- one records message ----------------------------------------------------------------------------------
+
+    def take(self, device: DeviceRow, lines: list[bytes], topic: str) -> IntakeResult:
+        head = self._index.head(device.id)
+        batch = _Batch(head.seq, head.link)
+        result = IntakeResult()
+        try:
+            for raw in lines:
+                if not self._one(device, raw, batch, result, topic):
+                    result.problem = True
+                    self._chains.pop(device.id, None)
+                    break
+            if batch.lines:
+                self._store_batch(device.id, batch, head.ledger_bytes, result)
+        except BaseException:
+            self._chains.pop(device.id, None)  # its state ran ahead of what was stored
+            raise
+        return result
+
+    def _one(self, device: DeviceRow, raw: bytes, batch: _Batch, result: IntakeResult, topic: str) -> bool:
+        """Judge one line; False when it is a problem (reported) and the rest of the message is not taken."""
+        try:
+            signed = parse_line(raw)
+        except RecordFormatError as exc:
+            self._problems.report(MALFORMED, device.id, f"malformed record ({exc})", topic=topic)
+            return False
+        seq = signed.seq
+        if signed.record.device != device.id:
+            self._problems.report(SPLICED, device.id, f"record of device {signed.record.device!r} sent as this "
+                                  "device's", seq=seq, topic=topic)
+            return False
+        if seq <= batch.seq:
+            return self._known(device, raw, signed, batch, result, topic)
+        if seq > batch.seq + 1:
+            return self._hold(device, raw, signed, result, topic)
+        if not self._accept(device, raw, signed, batch, topic):
+            return False
+        return self._drain(device, batch, topic)
+
+    def _known(self, device: DeviceRow, raw: bytes, signed: SignedRecord, batch: _Batch, result: IntakeResult,
+               topic: str) -> bool:
+        """A line with a sequence number the station already holds (stored, or earlier in this message)."""
+        held = batch.line_of(signed.seq)
+        if held is None:
+            row = self._index.record(device.id, signed.seq)
+            held = b"" if row is None else self._store.read_ledger(device.id, row.offset, row.length)
+        if held == raw:
+            result.duplicates += 1
+            return True
+        self._report_second(device, signed, topic, "the station holds a different record with this sequence number")
+        return False
+
+    def _report_second(self, device: DeviceRow, signed: SignedRecord, topic: str, what: str) -> None:
+        judged = self._identity(device, signed)
+        if judged is not None:
+            self._problems.report(judged[0], device.id, judged[1], seq=signed.seq, topic=topic)
+        else:
+            self._problems.report(FORK, device.id, f"fork: {what} (this one has link {signed.link[:16]}...)",
+                                  seq=signed.seq, topic=topic)
+
+    def _hold(self, device: DeviceRow, raw: bytes, signed: SignedRecord, result: IntakeResult, topic: str) -> bool:
+        judged = self._identity(device, signed)
+        if judged is not None:
+            self._problems.report(judged[0], device.id, judged[1], seq=signed.seq, topic=topic)
+            return False
+        pending = self._pending.setdefault(device.id, {})
+        earlier = pending.get(signed.seq)
+        if earlier is not None:
+            if earlier[0] == raw:
+                result.duplicates += 1
+                return True
+            self._report_second(device, signed, topic, "a different record with this sequence number is held")
+            return False
+        if len(pending) >= self._max_pending:
+            # Not a problem of the device's: it sends the line again in a later session, from the watermark.
+            log.warning("device %s seq %d: not held, %d records already wait for a hole to fill", device.id,
+                        signed.seq, len(pending))
+            return True
+        pending[signed.seq] = (raw, signed)
+        result.held += 1
+        return True
+
+    def _drain(self, device: DeviceRow, batch: _Batch, topic: str) -> bool:
+        pending = self._pending.get(device.id, {})
+        while batch.seq + 1 in pending:
+            raw, signed = pending.pop(batch.seq + 1)
+            if not self._accept(device, raw, signed, batch, topic):
+                return False
+        return True
+
+    # --- the next record of the chain -------------------------------------------------------------------------
+
+    def _identity(self, device: DeviceRow, signed: SignedRecord) -> tuple[str, str] | None:
+        """Enrolled key and signature: the problem kind and reason, or None when the record is the device's."""
+        record = signed.record
+        if record.key != device.fingerprint:
+            return WRONG_KEY, (f"signed by another key ({record.key[:16]}..., enrolled "
+                               f"{device.fingerprint[:16]}...)")
+        if record.type == "boot" and record.body["public_key"] != device.public_key:
+            return WRONG_KEY, "boot record announces a different public key than the enrolled one"
+        if not verify_signature(public_key_from_hex(device.public_key), signed.payload, signed.signature):
+            return BAD_SIGNATURE, "signature invalid"
+        return None
+
+    def _chain(self, device: DeviceRow, batch: _Batch) -> ChainVerifier:
+        cached = self._chains.get(device.id)
+        if cached is not None and cached[0] == device.fingerprint and cached[1].report.records < CHAIN_RESET_RECORDS:
+            return cached[1]
+        chain = ChainVerifier(Report(path=f"station copy of {device.id}"), public_key_from_hex(device.public_key))
+        chain.anchor(device.id, batch.seq, batch.link)
+        self._chains[device.id] = (device.fingerprint, chain)
+        return chain
+
+    def _accept(self, device: DeviceRow, raw: bytes, signed: SignedRecord, batch: _Batch, topic: str) -> bool:
+        seq = signed.seq
+        judged = self._identity(device, signed)
+        if judged is not None:
+            self._problems.report(judged[0], device.id, judged[1], seq=seq, topic=topic)
+            return False
+        if signed.record.prev != batch.link:
+            self._problems.report(FORK, device.id, f"fork: prev hash does not match the link of seq {seq - 1} the "
+                                  "station holds", seq=seq, topic=topic)
+            return False
+        chain = self._chain(device, batch)
+        before = len(chain.report.problems)
+        chain.feed_line(raw, seq)
+        findings = chain.report.problems[before:]
+        breaking = [f for f in findings if not f.message.startswith(_CONTENT_FINDINGS)]
+        if breaking:
+            self._problems.report(MALFORMED, device.id, breaking[0].message, seq=seq, obj=breaking[0].object,
+                                  topic=topic)
+            return False
+        for finding in findings:
+            self._problems.report(INCONSISTENT, device.id, finding.message, seq=seq, obj=finding.object, topic=topic)
+        batch.lines.append((raw, signed))
+        return True
+
+    # --- storing ----------------------------------------------------------------------------------------------
+
+    def _store_batch(self, device: str, batch: _Batch, ledger_bytes: int, result: IntakeResult) -> None:
+        offset = self._store.append_records(device, [raw for raw, _ in batch.lines])
+        if offset != ledger_bytes:
+            # The index and the ledger copy disagree: a bug or a hand edit; never build on it.
+            raise StoreError(f"device {device}: ledger copy was {offset} bytes before the append, the index "
+                               f"says {ledger_bytes}")
+        now = self._clock.now().wall_us
+        rows, claims, cases = [], [], []
+        for raw, signed in batch.lines:
+            record, body = signed.record, signed.record.body
+            case_id = body.get("case_id")
+            rows.append(RecordRow(device, signed.seq, signed.link, record.type, record.wall_us,
+                                  case_id if isinstance(case_id, str) else None, now, offset, len(raw)))
+            offset += len(raw)
+            if record.type in CLAIM_TYPES:
+                size = int(body["length"] if record.type == "recovery" else body["size"])
+                claims.append(Claim(device, str(body["file"]), str(body["sha256"]), size, signed.seq, record.type,
+                                    record.wall_us))
+            if record.type in CASE_TYPES and isinstance(case_id, str):
+                cases.append(CaseUpdate(device, case_id, signed.seq, record.type, dict(body)))
+            if record.type in FOOTAGE_TYPES and self._calendar.is_late(record.wall_us, now):
+                result.late.append((signed.seq, str(body["file"]), late_reason(self._calendar, record.wall_us)))
+        self._index.add_records(rows, claims, cases)
+        result.stored = len(rows)
+        self._index.resolve_gaps(device, batch.seq, now)
+        pending = self._pending.get(device, {})
+        for seq in [s for s in pending if s <= batch.seq]:
+            del pending[seq]
+
+    def report_late(self, device: str, result: IntakeResult, topic: str) -> None:
+        for seq, file, reason in result.late:
+            self._problems.report(LATE_UPLOAD, device, reason, seq=seq, obj=file, topic=topic)
+
+    # --- done -------------------------------------------------------------------------------------------------
+
+    def report_gaps(self, device: str, head_seq: int, topic: str) -> list[tuple[int, int]]:
+        """The holes below ``head_seq`` (which the device says it sent) that are still open, each reported once."""
+        watermark = self._index.head(device).seq
+        # Walk the held records rather than every number: head_seq comes from the device and may be huge.
+        held = sorted(seq for seq in self._pending.get(device, {}) if watermark < seq <= head_seq)
+        holes: list[tuple[int, int]] = []
+        expected = watermark + 1
+        for seq in [*held, head_seq + 1]:
+            if seq > expected:
+                holes.append((expected, seq - 1))
+            expected = seq + 1
+        for first, last in holes:
+            what = f"record {first} missing" if first == last else f"records {first}..{last} missing"
+            self._problems.report(GAP, device, what, seq=first, topic=topic)
+        return holes
+
+
+def late_reason(calendar: WorkingCalendar, recorded_us: int) -> str:
+    """The same words whether the record or the file arrives late, so one late recording is one problem."""
+    return f"uploaded late: {calendar.describe(recorded_us)}"

@@ -1,0 +1,247 @@
+"""The station receiver: one call per MQTT message, returning the messages to publish. No MQTT in here.
+
+``Receiver.handle(topic, payload)`` implements docs/sync-protocol.md: sessions and clock stamps, records
+verified and stored in chain order (sync/station/intake.py), files received in chunks and stored write-once
+(sync/station/transfer.py), signed acknowledgements after the evidence is durable, problems reported and
+kept in the index. Acks follow a records message that advanced the chain, or that held only records already
+stored (its ack may have been lost in a crash), and every stored file, or a file offered again after it was
+stored; each names at most 64 files. Every refused message is logged, recorded as ``rejected-message`` and
+answered on the device's ``down/error`` topic; nothing a device sends makes ``handle`` raise or changes stored
+evidence.
+
+A failure of the station's own storage (a write, an fsync, the index) is different: what is on disk is then
+unknown, so the receiver sets ``fault`` and takes nothing more in; the service stops without acknowledging
+the message to the broker, and a restart reconciles the ledger copies with the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+
+from agent.errors import ProtocolError, StoreError
+from agent.evidence.ack import MAX_ACK_FILES, Ack, AckedFile, sign_ack
+from agent.evidence.clock import Clock
+from agent.evidence.keys import DeviceKey
+from agent.evidence.record import DEVICE_ID_PATTERN
+from firmware_config.station_config import StationConfig
+from sync.protocol import (
+    TOPIC_ROOT,
+    ClockReport,
+    Done,
+    ErrorNotice,
+    FileOffer,
+    Hello,
+    HelloReply,
+    decode_chunk,
+    down_topic,
+    parse_topic,
+    split_lines,
+)
+from sync.station.deadline import WorkingCalendar
+from sync.station.index import Index
+from sync.station.intake import RecordIntake
+from sync.station.model import REJECTED_MESSAGE, STATION_FAULT, UNKNOWN_DEVICE, DeviceRow, Outgoing
+from sync.station.problems import ProblemLog, printable
+from sync.station.store import EvidenceStore
+from sync.station.transfer import FileTransfer, TransferResult
+
+log = logging.getLogger(__name__)
+FAULT_ENV = "BODYCAM_STATION_FAULT"
+NO_SESSION = "none"
+
+
+class Receiver:
+    def __init__(self, config: StationConfig, store: EvidenceStore, index: Index, ack_key: DeviceKey,
+                 clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.index = index
+        self.ack_key = ack_key
+        self.clock = clock
+        self.calendar = WorkingCalendar.from_settings(config.deadline)
+        self.problems = ProblemLog(index, clock)
+        self.intake = RecordIntake(store, index, self.problems, self.calendar, clock, config.max_pending_records)
+        self.transfer = FileTransfer(store, index, self.problems, self.calendar, clock)
+        self.fault: str | None = None
+        self._sessions: dict[str, str] = {}
+        self._reconcile()
+
+    def _now(self) -> int:
+        return self.clock.now().wall_us
+
+    def _reconcile(self) -> None:
+        """Bring each ledger copy back to what the index knows (a crash between the append and the index)."""
+        for device in self.index.devices():
+            expected = self.index.head(device.id).ledger_bytes
+            size = self.store.ledger_size(device.id)
+            if size > expected:
+                where = self.store.cut_ledger(device.id, expected)
+                log.warning("device %s: ledger copy held %d bytes past the indexed seq; kept aside in %s and cut "
+                            "(the device sends them again)", device.id, size - expected, where)
+            elif size < expected:
+                raise StoreError(f"device {device.id}: ledger copy holds {size} bytes, the index says {expected}: "
+                                 "not starting on a damaged store")
+
+    # --- entry point ------------------------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, received_us: int | None = None) -> list[Outgoing]:
+        """The replies to one message. ``received_us``: when the network layer got it (the hello's t2)."""
+        if self.fault is not None:
+            log.error("topic %s: not taken: the receiver stopped after a storage fault (%s)", printable(topic),
+                      self.fault)
+            return []
+        received = received_us if received_us is not None else self._now()
+        try:
+            try:
+                return self._dispatch(topic, payload, received)
+            except ProtocolError as exc:
+                return self._reject(topic, str(exc))
+        except Exception as exc:
+            # Storage, index or a bug: the state on disk is unknown, so nothing more is taken in or acked.
+            self.fault = printable(f"{type(exc).__name__}: {exc}")
+            log.exception("topic %s: station fault; nothing more is stored or acknowledged until a restart",
+                          printable(topic))
+            self._record_fault(topic)
+            return []
+
+    def _record_fault(self, topic: str) -> None:
+        try:
+            self.problems.report(STATION_FAULT, _device_of(topic), self.fault or "", topic=topic)
+        except Exception:
+            log.exception("topic %s: the fault could not be recorded in the index either", printable(topic))
+
+    def _reject(self, topic: str, reason: str) -> list[Outgoing]:
+        device = _device_of(topic)
+        self.problems.report(REJECTED_MESSAGE, device, f"message rejected: {reason}", topic=topic)
+        if device is None or _direction_of(topic) == "down":
+            return []  # no device to tell, or a station-to-device topic: never answer into the down tree
+        return [self._error(device, topic, reason)]
+
+    @staticmethod
+    def _error(device: str, topic: str, reason: str) -> Outgoing:
+        return Outgoing(down_topic(device, "error"), ErrorNotice(printable(topic, 200), printable(reason)).encode())
+
+    def _dispatch(self, topic: str, payload: bytes, received_us: int) -> list[Outgoing]:
+        parsed = parse_topic(topic)
+        if parsed.direction != "up":
+            raise ProtocolError(f"topic {topic}: a station-to-device topic; the station takes nothing there")
+        limit = self.config.max_message_bytes
+        if len(payload) > limit:
+            raise ProtocolError(f"{parsed.kind}: {len(payload)} bytes, more than the {limit} allowed (not read)")
+        device = self.index.device(parsed.device)
+        if device is None or device.revoked:
+            why = "revoked" if device is not None else "not enrolled"
+            self.problems.report(UNKNOWN_DEVICE, parsed.device, f"device {why}: message refused, nothing stored",
+                                 topic=topic)
+            return [self._error(parsed.device, topic, f"device {parsed.device} is {why} at this station")]
+        if parsed.kind == "hello":
+            return self._hello(device, payload, received_us)
+        if parsed.kind == "clock":
+            return self._clock(device, payload)
+        if parsed.kind == "records":
+            return self._records(device, payload, topic)
+        if parsed.kind == "file":
+            offer = FileOffer.decode(payload)
+            return self._transferred(device.id, self.transfer.offer(device.id, offer, offer.session))
+        if parsed.kind == "chunk":
+            header, data = decode_chunk(payload)
+            result = self.transfer.chunk(device.id, header, data, self.session_of(device.id))
+            return self._transferred(device.id, result)
+        if parsed.kind == "done":
+            return self._done(device, payload, topic)
+        raise ProtocolError(f"topic {topic}: no handler for {parsed.kind!r}")
+
+    # --- sessions ---------------------------------------------------------------------------------------------
+
+    def session_of(self, device: str) -> str:
+        """The device's current session (its last hello), also after a restart; "none" before any hello."""
+        if device not in self._sessions:
+            last = self.index.last_session(device)
+            self._sessions[device] = last.id if last is not None else NO_SESSION
+        return self._sessions[device]
+
+    def _hello(self, device: DeviceRow, payload: bytes, received_us: int) -> list[Outgoing]:
+        hello = Hello.decode(payload)
+        self.index.open_session(device.id, hello.session, received_us, hello.t1_us, received_us)
+        self._sessions[device.id] = hello.session
+        head = self.index.head(device.id)
+        log.info("device %s session %s: hello; the station holds seq %d", device.id, hello.session, head.seq)
+        reply = HelloReply(hello.session, hello.t1_us, received_us, self._now(), head.seq, head.link)
+        return [Outgoing(down_topic(device.id, "hello"), reply.encode())]
+
+    def _clock(self, device: DeviceRow, payload: bytes) -> list[Outgoing]:
+        report = ClockReport.decode(payload)
+        stamps = (report.t1_us, report.t2_us, report.t3_us, report.t4_us)
+        if not self.index.set_clock(device.id, report.session, stamps, report.offset_us, report.delay_us):
+            raise ProtocolError(f"clock: device {device.id} session {report.session} was never opened by a hello")
+        log.info("device %s session %s: clock offset %d us, network delay %d us", device.id, report.session,
+                 report.offset_us, report.delay_us)
+        return []
+
+    def _done(self, device: DeviceRow, payload: bytes, topic: str) -> list[Outgoing]:
+        done = Done.decode(payload)
+        holes = self.intake.report_gaps(device.id, done.head_seq, topic)
+        self.index.end_session(device.id, done.session, self._now())
+        row = self.index.session(device.id, done.session)
+        counts = "" if row is None else (f": {row.records} records and {row.files_stored} files stored, "
+                                         f"{row.duplicate_records + row.duplicate_chunks} duplicates")
+        log.info("device %s session %s: done at seq %d%s%s", device.id, done.session, done.head_seq, counts,
+                 f"; {len(holes)} hole(s) open" if holes else "")
+        return []
+
+    # --- records and files ------------------------------------------------------------------------------------
+
+    def _records(self, device: DeviceRow, payload: bytes, topic: str) -> list[Outgoing]:
+        lines = split_lines(payload, self.config.max_message_bytes)
+        result = self.intake.take(device, lines, topic)
+        session = self.session_of(device.id)
+        if result.duplicates:
+            self.index.count(device.id, session, "duplicate_records", result.duplicates)
+        if result.only_duplicates:
+            return self.acks(device.id, [])  # the same ack again: harmless, and the device may be waiting for it
+        if not result.advanced:
+            return []
+        self.index.count(device.id, session, "records", result.stored)
+        self.intake.report_late(device.id, result, topic)
+        _fault_point("kill-after-records")
+        return self.acks(device.id, [])
+
+    def _transferred(self, device: str, result: TransferResult) -> list[Outgoing]:
+        out = [Outgoing(down_topic(device, "file"), result.status.encode())]
+        if result.stored is not None:
+            _fault_point("kill-after-store")
+            out.extend(self.acks(device, [result.stored]))
+        return out
+
+    def acks(self, device: str, files: Sequence[AckedFile]) -> list[Outgoing]:
+        """Signed acknowledgements of the chain as stored now, naming ``files`` (at most 64 per ack)."""
+        head = self.index.head(device)
+        parts = [files[i:i + MAX_ACK_FILES] for i in range(0, len(files), MAX_ACK_FILES)] or [[]]
+        out = []
+        for part in parts:
+            ack = Ack(self.config.station_id, self.ack_key.fingerprint, device, self.session_of(device), head.seq,
+                      head.link, tuple(part), self._now())
+            out.append(Outgoing(down_topic(device, "ack"), sign_ack(ack, self.ack_key).to_line()))
+        return out
+
+
+def _fault_point(name: str) -> None:
+    """Crash tests: die here (as a power cut would) when BODYCAM_STATION_FAULT names this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        log.warning("fault injection: %s", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _device_of(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) >= 2 and parts[0] == TOPIC_ROOT and DEVICE_ID_PATTERN.match(parts[1]):
+        return parts[1]
+    return None
+
+
+def _direction_of(topic: str) -> str | None:
+    parts = topic.split("/")
+    return parts[2] if len(parts) >= 3 else None

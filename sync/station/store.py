@@ -1,0 +1,263 @@
+"""Where the station keeps evidence: write-once content-addressed objects, and per device a store layout.
+
+    DATA/objects/sha256/<2 hex>/<64 hex>      every file's bytes, once, read-only (0444), never overwritten
+    DATA/devices/<D>/ledger.jsonl            the device's verified records, byte-identical lines, in order
+    DATA/devices/<D>/segments/<name>         hard links to the objects, so DATA/devices/<D> is a store
+    DATA/devices/<D>/quarantine/<name>       that ``bodycam-verify --pubkey`` checks like the device's own
+    DATA/staging/<D>/<sha256>.part           a file being received, written chunk by chunk at its offsets
+    DATA/staging/<D>/ledger-tail-*.bin       ledger bytes found past what the index knows, kept at start-up
+
+:class:`EvidenceStore` is the port the receiver uses; an object store with object lock fits behind it (an
+object per hash, multipart uploads for staging, an append-only ledger object per device and session).
+Every method is durable on return or raises (OSError, StoreError); after a failed write or fsync the data is
+treated as lost, never retried and trusted.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from agent.errors import StoreError
+from agent.evidence.encoding import is_hex64
+from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
+from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.evidence.store import StoreLayout
+
+_sync_data = getattr(os, "fdatasync", os.fsync)
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class EvidenceStore(Protocol):
+    def append_records(self, device: str, lines: Sequence[bytes]) -> int:
+        """Append complete ledger lines to the device's ledger copy durably; return the offset of the first."""
+        ...
+
+    def read_ledger(self, device: str, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def ledger_size(self, device: str) -> int: ...
+
+    def cut_ledger(self, device: str, size: int) -> str:
+        """Keep the bytes past ``size`` aside (never deleted), then cut the ledger copy there; says where."""
+        ...
+
+    def write_partial(self, device: str, sha256: str, offset: int, data: bytes) -> None: ...
+
+    def partial_digest(self, device: str, sha256: str) -> tuple[str, int]:
+        """SHA-256 and size of the bytes staged for a file (of nothing when none were)."""
+        ...
+
+    def discard_partial(self, device: str, sha256: str) -> None: ...
+
+    def commit_partial(self, device: str, sha256: str) -> None:
+        """Make the staged bytes the object ``sha256`` (write-once; an existing object is reused)."""
+        ...
+
+    def has_object(self, sha256: str) -> bool: ...
+
+    def object_size(self, sha256: str) -> int: ...
+
+    def place_file(self, device: str, name: str, sha256: str) -> None:
+        """Name the object in the device's layout (``segments/...``, ``quarantine/...``); idempotent."""
+        ...
+
+
+class FilesystemEvidenceStore:
+    """The evidence store in a folder (DATA): see the module docstring for the layout."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir
+        self._lock_fd = -1
+
+    # --- paths ---------------------------------------------------------------------------------------------
+
+    def device_root(self, device: str) -> Path:
+        if not DEVICE_ID_PATTERN.match(device):
+            raise StoreError(f"device id {device!r} is not allowed in the store")
+        return self.root / "devices" / device
+
+    def object_path(self, sha256: str) -> Path:
+        if not is_hex64(sha256):
+            raise StoreError(f"object {sha256[:70]!r}: not a SHA-256 in lowercase hex")
+        return self.root / "objects" / "sha256" / sha256[:2] / sha256
+
+    def _staging(self, device: str, sha256: str) -> Path:
+        self.device_root(device)  # validates the id
+        if not is_hex64(sha256):
+            raise StoreError(f"device {device}: staging name {sha256[:70]!r} is not a SHA-256")
+        return self.root / "staging" / device / f"{sha256}.part"
+
+    def _ledger(self, device: str) -> Path:
+        return StoreLayout(self.device_root(device)).ledger_path
+
+    def _make_dirs(self, path: Path) -> None:
+        """Create ``path`` and its missing parents, each creation made durable in its parent."""
+        missing = []
+        for folder in (path, *path.parents):
+            if folder.exists():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o750, exist_ok=True)
+            fsync_dir(folder.parent)
+
+    def lock(self) -> None:
+        """Take the data folder for this process (one receiver per folder); StoreError when another has it."""
+        self._make_dirs(self.root)
+        fd = os.open(self.root / "receiver.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(f"station data {display_path(self.root)}: in use by another receiver") from None
+            raise StoreError(f"station data {display_path(self.root)}: cannot lock ({exc.strerror})") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    # --- ledger copies ---------------------------------------------------------------------------------------
+
+    def append_records(self, device: str, lines: Sequence[bytes]) -> int:
+        layout = StoreLayout(self.device_root(device))
+        if not layout.root.exists():
+            self._make_dirs(layout.root.parent)
+        layout.create()
+        path = layout.ledger_path
+        created = not path.exists()
+        data = b"".join(lines)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            if created:
+                fsync_dir(layout.root)
+            offset = os.fstat(fd).st_size  # one writer (the receiver holds the data folder's lock)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            _sync_data(fd)
+        finally:
+            os.close(fd)
+        return offset
+
+    def read_ledger(self, device: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._ledger(device)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
+        except FileNotFoundError:
+            return b""
+
+    def ledger_size(self, device: str) -> int:
+        try:
+            return self._ledger(device).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def cut_ledger(self, device: str, size: int) -> str:
+        path = self._ledger(device)
+        with open(path, "rb") as handle:
+            handle.seek(size)
+            tail = handle.read()
+        folder = self.root / "staging" / device
+        self._make_dirs(folder)
+        aside = folder / f"ledger-tail-{size}-{hashlib.sha256(tail).hexdigest()[:16]}.bin"
+        if not aside.exists():
+            write_file_durably(aside, tail, mode=0o444, exclusive=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return display_path(aside)
+
+    # --- staging ---------------------------------------------------------------------------------------------
+
+    def write_partial(self, device: str, sha256: str, offset: int, data: bytes) -> None:
+        path = self._staging(device, sha256)
+        created = not path.exists()
+        if created:
+            self._make_dirs(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if created:
+                fsync_dir(path.parent)  # the index will say bytes are here: the file must survive a power cut
+            view, position = memoryview(data), offset
+            while view:
+                written = os.pwrite(fd, view, position)
+                view, position = view[written:], position + written
+            _sync_data(fd)
+        finally:
+            os.close(fd)
+
+    def partial_digest(self, device: str, sha256: str) -> tuple[str, int]:
+        path = self._staging(device, sha256)
+        if not path.exists():
+            return EMPTY_SHA256, 0
+        return sha256_file(path)
+
+    def discard_partial(self, device: str, sha256: str) -> None:
+        path = self._staging(device, sha256)
+        if path.exists():
+            path.unlink()
+            fsync_dir(path.parent)
+
+    def commit_partial(self, device: str, sha256: str) -> None:
+        staged = self._staging(device, sha256)
+        target = self.object_path(sha256)
+        if not staged.exists():  # an empty file has no chunks
+            self._make_dirs(staged.parent)
+            write_file_durably(staged, b"", mode=0o600, exclusive=True)
+        fd = os.open(staged, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o444)
+            os.fsync(fd)  # the bytes were fdatasync'ed chunk by chunk; this makes the mode durable too
+        finally:
+            os.close(fd)
+        self._make_dirs(target.parent)
+        try:
+            # link() refuses an existing target where rename() would replace it: an object is never rewritten.
+            os.link(staged, target)
+        except FileExistsError:
+            self._check_existing(target, staged.stat().st_size)
+        fsync_dir(target.parent)
+        staged.unlink()
+        fsync_dir(staged.parent)
+
+    def has_object(self, sha256: str) -> bool:
+        return self.object_path(sha256).is_file()
+
+    def object_size(self, sha256: str) -> int:
+        return self.object_path(sha256).stat().st_size
+
+    def place_file(self, device: str, name: str, sha256: str) -> None:
+        layout = StoreLayout(self.device_root(device))
+        if not layout.root.exists():
+            self._make_dirs(layout.root.parent)
+        layout.create()
+        path, target = layout.path_of(name), self.object_path(sha256)
+        try:
+            os.link(target, path)
+        except FileExistsError:
+            if not os.path.samefile(path, target):
+                raise StoreError(f"device {device}: {name} exists and is not object {sha256[:16]}...: "
+                                 "not replaced") from None
+        fsync_dir(path.parent)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_existing(target: Path, size: int) -> None:
+        existing = target.stat().st_size
+        if existing != size:
+            raise StoreError(f"object {display_path(target)}: exists with {existing} bytes, not {size}: not replaced")

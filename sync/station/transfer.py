@@ -1,0 +1,138 @@
+"""Receiving files: offers and chunks of files that a verified record already vouches for (a claim).
+
+A chunk is written at its offset into the staging file and made durable before its range is recorded, so
+the ``have`` ranges the station reports are always on disk. When the ranges cover the whole file it is
+hashed; matching the claim, it becomes a write-once object named in the device's layout and indexed, and only
+then acknowledged; not matching, it is reported (``bad-bytes``) and the staged bytes are discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agent.errors import ProtocolError
+from agent.evidence.ack import AckedFile
+from agent.evidence.clock import Clock
+from sync.protocol import ChunkHeader, FileOffer, FileStatus
+from sync.station.deadline import WorkingCalendar
+from sync.station.index import Index
+from sync.station.intake import late_reason
+from sync.station.model import BAD_BYTES, FOOTAGE_TYPES, LATE_UPLOAD, Claim, FileRow
+from sync.station.problems import ProblemLog
+from sync.station.store import EvidenceStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    status: FileStatus
+    stored: AckedFile | None = None  # to acknowledge: stored now, or offered again after it was stored
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(offset, length)`` ranges merged where they touch or overlap, in order."""
+    merged: list[tuple[int, int]] = []
+    for offset, length in sorted(ranges):
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            start, span = merged[-1]
+            merged[-1] = (start, max(span, offset + length - start))
+        elif length > 0:
+            merged.append((offset, length))
+    return merged
+
+
+def covers(ranges: list[tuple[int, int]], offset: int, length: int) -> bool:
+    return any(start <= offset and offset + length <= start + span for start, span in merge_ranges(ranges))
+
+
+class FileTransfer:
+    def __init__(self, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
+                 clock: Clock) -> None:
+        self._store = store
+        self._index = index
+        self._problems = problems
+        self._calendar = calendar
+        self._clock = clock
+
+    def _claim(self, device: str, name: str, sha256: str, size: int) -> Claim:
+        claim = self._index.claim(device, name)
+        if claim is None or claim.sha256 != sha256 or claim.size != size:
+            reason = ("no stored record vouches for it" if claim is None
+                      else f"record seq {claim.seq} vouches for sha256 {claim.sha256[:16]}... size {claim.size}")
+            raise ProtocolError(f"file {name} (sha256 {sha256[:16]}..., {size} bytes): {reason}")
+        return claim
+
+    def offer(self, device: str, offer: FileOffer, session: str) -> TransferResult:
+        claim = self._claim(device, offer.file, offer.sha256, offer.size)
+        done = self._already_stored(claim, session)
+        if done is not None:
+            return done
+        return self._maybe_complete(claim, session, self._index.ranges(device, claim.sha256))
+
+    def chunk(self, device: str, header: ChunkHeader, data: bytes, session: str) -> TransferResult:
+        claim = self._claim(device, header.file, header.sha256, header.size)
+        done = self._already_stored(claim, session)
+        if done is not None:
+            self._index.count(device, session, "duplicate_chunks")
+            return done
+        ranges = self._index.ranges(device, claim.sha256)
+        if covers(ranges, header.offset, header.length):
+            self._index.count(device, session, "duplicate_chunks")
+        else:
+            self._store.write_partial(device, claim.sha256, header.offset, data)
+            self._index.add_range(device, claim.sha256, header.offset, header.length)
+            self._index.count(device, session, "chunks_written")
+            ranges.append((header.offset, header.length))
+        return self._maybe_complete(claim, session, ranges)
+
+    # --- states of a file -------------------------------------------------------------------------------------
+
+    def _already_stored(self, claim: Claim, session: str) -> TransferResult | None:
+        """Stored before, or its bytes are already an object (same content under another name or device)."""
+        if self._index.stored_file(claim.device, claim.name) is None:
+            if not self._store.has_object(claim.sha256) or self._store.object_size(claim.sha256) != claim.size:
+                return None
+            self._file_stored(claim, session)
+        return TransferResult(self._status(claim, session, stored=True), _acked(claim))
+
+    def _maybe_complete(self, claim: Claim, session: str, ranges: list[tuple[int, int]]) -> TransferResult:
+        have = merge_ranges(ranges)
+        complete = claim.size == 0 or have == [(0, claim.size)]
+        if not complete:
+            return TransferResult(self._status(claim, session, stored=False, have=have))
+        digest, size = self._store.partial_digest(claim.device, claim.sha256)
+        if digest != claim.sha256 or size != claim.size:
+            self._problems.report(
+                BAD_BYTES, claim.device,
+                f"the bytes received ({size} bytes, sha256 {digest[:16]}...) do not match the record (sha256 "
+                f"{claim.sha256[:16]}..., {claim.size} bytes); discarded", seq=claim.seq, obj=claim.name)
+            self._store.discard_partial(claim.device, claim.sha256)
+            self._index.clear_ranges(claim.device, claim.sha256)
+            return TransferResult(self._status(claim, session, stored=False))
+        self._store.commit_partial(claim.device, claim.sha256)
+        self._file_stored(claim, session)
+        return TransferResult(self._status(claim, session, stored=True), _acked(claim))
+
+    def _file_stored(self, claim: Claim, session: str) -> None:
+        """The object exists: name it in the device's layout, index it, count it, judge its deadline."""
+        self._store.place_file(claim.device, claim.name, claim.sha256)
+        now = self._clock.now().wall_us
+        self._index.add_file(FileRow(claim.device, claim.name, claim.sha256, claim.size, claim.seq, now))
+        self._store.discard_partial(claim.device, claim.sha256)  # left over when the object came another way
+        self._index.count(claim.device, session, "files_stored")
+        log.info("device %s seq %d: %s stored (%d bytes, sha256 %s)", claim.device, claim.seq, claim.name,
+                 claim.size, claim.sha256)
+        if claim.type in FOOTAGE_TYPES and self._calendar.is_late(claim.wall_us, now):
+            self._problems.report(LATE_UPLOAD, claim.device, late_reason(self._calendar, claim.wall_us),
+                                  seq=claim.seq, obj=claim.name)
+
+    @staticmethod
+    def _status(claim: Claim, session: str, stored: bool, have: list[tuple[int, int]] | None = None) -> FileStatus:
+        ranges = [[offset, length] for offset, length in (have or [])]
+        return FileStatus(session, claim.name, claim.sha256, stored, [] if stored else ranges)
+
+
+def _acked(claim: Claim) -> AckedFile:
+    return AckedFile(claim.name, claim.sha256, claim.size)

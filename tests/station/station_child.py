@@ -1,0 +1,34 @@
+"""A receiver process for the crash tests: it is killed (SIGKILL) by the receiver's own fault hook.
+
+    python station_child.py DATA DEVICE_STORE DEVICE STEP
+
+with BODYCAM_STATION_FAULT set (kill-after-records or kill-after-store). STEP ``records`` sends a hello and
+every ledger line; ``file`` sends a hello and every chunk of the first file. The device must be enrolled and,
+for ``file``, its records stored. Reaching the end alive is a failure (exit 3).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from station_support import DeviceSide, Station
+
+
+def main() -> int:
+    data, store, device, step = sys.argv[1:5]
+    station = Station(Path(data))
+    side = DeviceSide(station, Path(store), device, session="crash")
+    side.hello()
+    if step == "records":
+        side.records(side.lines())
+    else:
+        first = side.files()[0]
+        for offset in range(0, first.size, side.chunk_bytes):
+            side.chunk(first, offset)
+    print("the fault hook did not fire", file=sys.stderr)
+    return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The station's TOML config: defaults, the shipped example, and refusals naming the file and dotted key."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import ConfigError
+from firmware_config.station_config import (
+    BrokerSettings,
+    DeadlineSettings,
+    load_station_config,
+    parse_station_config,
+    require_broker_tls,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "firmware_config" / "station.example.toml"
+MINIMAL = {"station": {"id": "st-1", "data": "/srv/data", "key": "/srv/key"}}
+
+
+def parse(**tables: dict[str, Any]) -> Any:
+    raw: dict[str, Any] = {name: dict(values) for name, values in MINIMAL.items()}
+    for name, values in tables.items():
+        if isinstance(values, dict):
+            raw.setdefault(name, {}).update(values)
+        else:
+            raw[name] = values
+    return parse_station_config(raw, "st.toml")
+
+
+def refused(match: str, **tables: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(match)}"):
+        parse(**tables)
+
+
+def test_defaults() -> None:
+    config = parse()
+    assert (config.station_id, config.data, config.key) == ("st-1", Path("/srv/data"), Path("/srv/key"))
+    assert config.broker == BrokerSettings()
+    assert (config.broker.port, config.broker.client_id, config.broker.session_expiry_seconds,
+            config.broker.keepalive_seconds) == (8883, "bodycam-station", 86400, 30)
+    assert (config.max_message_bytes, config.max_pending_records) == (4 * 1024 * 1024, 10_000)
+    assert config.deadline == DeadlineSettings(2, frozenset({5, 6}), frozenset(), "UTC")
+    assert config.index_path == Path("/srv/data/index.sqlite")
+
+
+def test_the_example_documents_every_key_with_its_default() -> None:
+    config = load_station_config(EXAMPLE)
+    assert (config.broker, config.deadline) == (BrokerSettings(), DeadlineSettings())
+    assert (config.max_message_bytes, config.max_pending_records) == (4 * 1024 * 1024, 10_000)
+    from firmware_config.station_config import _SCHEMA
+
+    example = tomllib.loads(EXAMPLE.read_text())
+    assert {t: set(v) for t, v in example.items()} == {t: set(v) for t, v in _SCHEMA.items()}
+    for table, keys in _SCHEMA.items():
+        for key, (_, default) in keys.items():
+            if default is not ...:
+                assert example[table][key] == default, f"{table}.{key}"
+
+
+def test_every_value_set() -> None:
+    config = parse(
+        broker={"host": "mq.local", "port": 1883, "ca": "/ca.pem", "cert": "/c.pem", "key": "/k.pem",
+                "client_id": "st", "session_expiry_seconds": 600, "keepalive_seconds": 10},
+        limits={"max_message_bytes": 1_000_000, "max_pending_records": 5},
+        deadline={"working_days": 3, "weekend": ["Friday", "saturday"], "holidays": ["2024-12-25",
+                                                                                   datetime.date(2024, 12, 26)],
+                  "timezone": "Europe/Amsterdam"},
+    )
+    assert require_broker_tls(config) == (Path("/ca.pem"), Path("/c.pem"), Path("/k.pem"))
+    assert config.deadline == DeadlineSettings(
+        3, frozenset({4, 5}), frozenset({datetime.date(2024, 12, 25), datetime.date(2024, 12, 26)}),
+        "Europe/Amsterdam")
+
+
+@pytest.mark.parametrize(("tables", "message"), [
+    ({"stations": {}}, "st.toml: key 'stations': unknown table"),
+    ({"broker": {"hots": "x"}}, "st.toml: key 'broker.hots': unknown key"),
+    ({"broker": {"port": "8883"}}, "st.toml: key 'broker.port': wrong type str"),
+    ({"broker": {"port": True}}, "st.toml: key 'broker.port': wrong type bool"),
+    ({"broker": {"port": 0}}, "st.toml: key 'broker.port': 0 is outside 1..65535"),
+    ({"broker": {"session_expiry_seconds": 2**32 - 1}}, "st.toml: key 'broker.session_expiry_seconds': "),
+    ({"broker": {"host": " "}}, "st.toml: key 'broker.host': must be non-empty"),
+    ({"limits": {"max_message_bytes": 1000}}, "st.toml: key 'limits.max_message_bytes': 1000 is outside"),
+    ({"limits": {"max_pending_records": 0}}, "st.toml: key 'limits.max_pending_records': 0 is outside"),
+    ({"limits": [1]}, "st.toml: key 'limits': must be a table"),
+    ({"deadline": {"working_days": 0}}, "st.toml: key 'deadline.working_days': 0 is outside"),
+    ({"deadline": {"weekend": ["sunday", "funday"]}}, "st.toml: key 'deadline.weekend[1]': 'funday' is not a "),
+    ({"deadline": {"weekend": "sunday"}}, "st.toml: key 'deadline.weekend': wrong type str"),
+    ({"deadline": {"weekend": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]}},
+     "st.toml: key 'deadline.weekend': every day is a weekend day"),
+    ({"deadline": {"holidays": ["2024-13-01"]}}, "st.toml: key 'deadline.holidays[0]': '2024-13-01' is not a date"),
+    ({"deadline": {"holidays": ["20241225"]}}, "st.toml: key 'deadline.holidays[0]'"),
+    ({"deadline": {"holidays": [20241225]}}, "st.toml: key 'deadline.holidays[0]'"),
+    ({"deadline": {"timezone": "Mars/Olympus"}}, "st.toml: key 'deadline.timezone': 'Mars/Olympus' is not an IANA"),
+    ({"deadline": {"timezone": "../etc/passwd"}}, "st.toml: key 'deadline.timezone'"),
+    ({"station": {"id": "has space"}}, "st.toml: key 'station.id': 'has space' is not"),
+    ({"station": {"data": ""}}, "st.toml: key 'station.data': must be non-empty"),
+])
+def test_refusals_name_the_file_and_key(tables: dict[str, dict[str, Any]], message: str) -> None:
+    refused(message, **tables)
+
+
+def test_required_keys() -> None:
+    with pytest.raises(ConfigError, match=r"^st\.toml: key 'station\.key': missing$"):
+        parse_station_config({"station": {"id": "a", "data": "/d"}}, "st.toml")
+
+
+def test_serve_needs_the_tls_files() -> None:
+    with pytest.raises(ConfigError, match=r"^st\.toml: key 'broker\.ca': required to serve"):
+        require_broker_tls(parse())
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_station_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[station\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_station_config(bad)
