@@ -378,10 +378,14 @@ def verify_lines(
 
 def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: int | None = None) -> None:
     """Hash every file the chain vouches for (in parallel, one read per file) and compare with its records."""
-    live = {name: c for name, c in chain.segments.items() if name not in chain.purged}
-    for name, purged in chain.purged.items():
-        if path_of(name).exists():
-            chain.note("file still present after its purge record", purged.seq, _label(name), purged.line)
+    # A purged file that is still there (an interrupted purge on the device, or the station's archive copy,
+    # whose ledger copy holds the device's purge records) is still evidence: it is checked like any other.
+    kept = {name for name in chain.purged if path_of(name).exists()}
+    for name in sorted(kept):
+        purged = chain.purged[name]
+        chain.note("file still present after its purge record (checked against its record)", purged.seq,
+                   _label(name), purged.line)
+    live = {name: c for name, c in chain.segments.items() if name not in chain.purged or name in kept}
     for name, checkpoints in chain.checkpoints.items():
         if name not in chain.segments:
             first = checkpoints[0]

@@ -1,5 +1,6 @@
 """``bodycam-station``: the station receiver and what it reports.
 
+    bodycam-station broker-setup --dir DIR --port N [--bind ADDR] [--host NAME]... [--device D]... [--run-as USER]
     bodycam-station serve --config FILE
     bodycam-station add-device --config FILE --device-id D --pubkey FILE [--replace]
     bodycam-station show-key --config FILE [--hex]
@@ -81,7 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("--device", type=_device_id, required=True, help="the device id")
     timeline.add_argument("--json", action="store_true", help="machine-readable output")
     timeline.add_argument("--profiles", type=Path, help="procedure profiles folder (default: the shipped ones)")
+    broker = commands.add_parser(
+        "broker-setup", help="write the broker's CA, certificates, ACL and Mosquitto config",
+        description="Create (or complete) the station's broker folder: CA, server certificate, the receiver's "
+        "client certificate (CN station), one client certificate per --device (CN = device id), the ACL and "
+        "mosquitto.conf. Existing keys are kept, never overwritten.")
+    broker.add_argument("--dir", type=Path, required=True, help="the broker folder")
+    broker.add_argument("--port", type=int, required=True, help="the TLS listener's port")
+    broker.add_argument("--bind", default="127.0.0.1", help="the listener's address (default 127.0.0.1)")
+    broker.add_argument("--host", action="append", default=[], help="a name or address devices use to reach "
+                        "the broker (repeatable; default localhost and 127.0.0.1)")
+    broker.add_argument("--device", type=_device_id, action="append", default=[], help="issue a device's "
+                        "client certificate (repeatable)")
+    broker.add_argument("--run-as", help="the user Mosquitto runs as when started as root (default mosquitto)")
     return parser
+
+
+def _broker_setup(args: argparse.Namespace) -> int:
+    from sync.broker import write_broker_setup
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: not 1..65535")
+    files = write_broker_setup(args.dir, port=args.port, bind=args.bind, devices=args.device,
+                               hosts=args.host or ("localhost", "127.0.0.1"), user=args.run_as)
+    print(f"broker folder {display_path(files.folder)}: mosquitto -c {display_path(files.conf)}")
+    for device, (cert, _key) in sorted(files.clients.items()):
+        print(f"  device {device}: {display_path(cert)}")
+    return EXIT_OK
 
 
 def _open_index(config: StationConfig, create: bool = False) -> SqliteIndex:
@@ -202,6 +229,8 @@ _COMMANDS: dict[str, Callable[[StationConfig, argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "broker-setup":
+            return _broker_setup(args)
         config = load_station_config(args.config)
         if args.command == "serve":
             return _serve(config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,6 +74,10 @@ CREATE INDEX IF NOT EXISTS problems_by_device ON problems (device, kind, seq);
 
 class Index(Protocol):
     def close(self) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction around many calls (group commit): durable together at the end, or not at all."""
+        ...
 
     # devices
     def put_device(self, row: DeviceRow) -> None: ...
@@ -146,8 +150,33 @@ class SqliteIndex:
         self._db.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: the calls inside share one transaction, so one fsync makes them all durable."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: everything in it is durable together, or none of it is."""
+        """One transaction: everything in it is durable together, or none of it is. Inside a batch it is a
+        savepoint, so a failed write still leaves nothing behind while the batch goes on."""
+        if self._db.in_transaction:
+            self._db.execute("SAVEPOINT write")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
+                raise
+            self._db.execute("RELEASE write")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db

@@ -66,6 +66,7 @@ class Receiver:
         self.intake = RecordIntake(store, index, self.problems, self.calendar, clock, config.max_pending_records)
         self.transfer = FileTransfer(store, index, self.problems, self.calendar, clock)
         self.fault: str | None = None
+        self._fault_points: list[str] = []
         self._sessions: dict[str, str] = {}
         self._reconcile()
 
@@ -89,10 +90,42 @@ class Receiver:
 
     def handle(self, topic: str, payload: bytes, received_us: int | None = None) -> list[Outgoing]:
         """The replies to one message. ``received_us``: when the network layer got it (the hello's t2)."""
+        return self.handle_batch([(topic, payload, received_us)])
+
+    def handle_batch(self, messages: Sequence[tuple[str, bytes, int | None]]) -> list[Outgoing]:
+        """The replies to several messages, taken in with one group commit.
+
+        Staged chunk bytes are made durable, then the index transaction holding their ranges, records and
+        files is committed, and only then are the replies (file statuses, acks) returned for publishing.
+        """
         if self.fault is not None:
-            log.error("topic %s: not taken: the receiver stopped after a storage fault (%s)", printable(topic),
+            log.error("%d message(s) not taken: the receiver stopped after a storage fault (%s)", len(messages),
                       self.fault)
             return []
+        out: list[Outgoing] = []
+        self._fault_points = []
+        try:
+            with self.index.batch():
+                for topic, payload, received_us in messages:
+                    out.extend(self._handle_one(topic, payload, received_us))
+                    if self.fault is not None:
+                        raise _BatchAbandoned  # roll the whole batch back: none of it is acknowledged
+                self.store.sync_partials()
+        except _BatchAbandoned:
+            pass
+        except Exception as exc:
+            if self.fault is None:
+                self.fault = printable(f"{type(exc).__name__}: {exc}")
+                log.exception("station fault while committing; nothing more is stored or acknowledged until a "
+                              "restart")
+        if self.fault is not None:
+            self._record_fault(messages[-1][0] if messages else "")
+            return []
+        for point in self._fault_points:  # crash tests: after the commit, before any reply leaves
+            _fault_point(point)
+        return out
+
+    def _handle_one(self, topic: str, payload: bytes, received_us: int | None) -> list[Outgoing]:
         received = received_us if received_us is not None else self._now()
         try:
             try:
@@ -104,7 +137,6 @@ class Receiver:
             self.fault = printable(f"{type(exc).__name__}: {exc}")
             log.exception("topic %s: station fault; nothing more is stored or acknowledged until a restart",
                           printable(topic))
-            self._record_fault(topic)
             return []
 
     def _record_fault(self, topic: str) -> None:
@@ -206,13 +238,13 @@ class Receiver:
             return []
         self.index.count(device.id, session, "records", result.stored)
         self.intake.report_late(device.id, result, topic)
-        _fault_point("kill-after-records")
+        self._fault_points.append("kill-after-records")
         return self.acks(device.id, [])
 
     def _transferred(self, device: str, result: TransferResult) -> list[Outgoing]:
         out = [Outgoing(down_topic(device, "file"), result.status.encode())]
         if result.stored is not None:
-            _fault_point("kill-after-store")
+            self._fault_points.append("kill-after-store")
             out.extend(self.acks(device, [result.stored]))
         return out
 
@@ -226,6 +258,10 @@ class Receiver:
                       head.link, tuple(part), self._now())
             out.append(Outgoing(down_topic(device, "ack"), sign_ack(ack, self.ack_key).to_line()))
         return out
+
+
+class _BatchAbandoned(Exception):
+    """A fault inside a batch: its index transaction is rolled back."""
 
 
 def _fault_point(name: str) -> None:

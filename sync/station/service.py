@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 RECEIVE_MAXIMUM = 32
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
 POLL_S = 0.5
+# Group commit limits: one fdatasync per staged file and one index commit per batch.
+BATCH_MESSAGES = 64
+BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class StationService:
             # The broker's ACL must let the user "station" read bodycam/+/up/#: without it nothing arrives.
             log.error("broker refused the subscription to %s: %s", up_subscription(), ", ".join(refused))
             return
+        log.info("subscribed to %s", up_subscription())
         self.subscribed.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags, reason: ReasonCode,
@@ -119,10 +123,16 @@ class StationService:
     # --- worker -----------------------------------------------------------------------------------------------
 
     def process(self, item: Incoming) -> bool:
-        """Handle one message, publish the replies, then acknowledge it to the broker. False after a fault."""
-        replies = self.receiver.handle(item.topic, item.payload, item.received_us)
+        """Handle one message (see :meth:`process_batch`)."""
+        return self.process_batch([item])
+
+    def process_batch(self, items: list[Incoming]) -> bool:
+        """Take in messages with one group commit, publish the replies, then acknowledge them to the broker.
+
+        False after a fault: then nothing of the batch is acknowledged, and the broker keeps the messages
+        for the next start, which reconciles the store."""
+        replies = self.receiver.handle_batch([(i.topic, i.payload, i.received_us) for i in items])
         if self.receiver.fault is not None:
-            # Not acknowledged: the broker keeps the message for the next start, which reconciles the store.
             log.error("stopping: %s", self.receiver.fault)
             return False
         for reply in replies:
@@ -131,9 +141,23 @@ class StationService:
                 # Queued by paho and sent after the reconnect; the device asks again if it never arrives.
                 log.info("topic %s: reply queued while the broker is away (%s)", reply.topic,
                          mqtt.error_string(info.rc))
-        if item.qos > 0:
-            self.client.ack(item.mid, item.qos)
+        for item in items:
+            if item.qos > 0:
+                self.client.ack(item.mid, item.qos)
         return True
+
+    def next_batch(self, first: Incoming) -> list[Incoming]:
+        """``first`` and whatever else is already waiting, up to the batch limits: under load batches grow,
+        so the cost of each fsync is shared by more messages; when idle a message goes alone, at once."""
+        batch, size = [first], len(first.payload)
+        while len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(item)
+            size += len(item.payload)
+        return batch
 
     def run(self, stop: threading.Event) -> int:
         """Serve until ``stop`` is set (0) or the receiver faults (1)."""
@@ -149,7 +173,7 @@ class StationService:
                     item = self.inbox.get(timeout=POLL_S)
                 except queue.Empty:
                     continue
-                if not self.process(item):
+                if not self.process_batch(self.next_batch(item)):
                     return 1
             log.info("station %s: stopping (%d message(s) left to the broker)", self.config.station_id,
                      self.inbox.qsize())

@@ -46,7 +46,13 @@ class EvidenceStore(Protocol):
         """Keep the bytes past ``size`` aside (never deleted), then cut the ledger copy there; says where."""
         ...
 
-    def write_partial(self, device: str, sha256: str, offset: int, data: bytes) -> None: ...
+    def write_partial(self, device: str, sha256: str, offset: int, data: bytes) -> None:
+        """Write staged bytes; they are durable only after :meth:`sync_partials`."""
+        ...
+
+    def sync_partials(self) -> None:
+        """Make every staged byte written since the last call durable (before their ranges are indexed)."""
+        ...
 
     def partial_digest(self, device: str, sha256: str) -> tuple[str, int]:
         """SHA-256 and size of the bytes staged for a file (of nothing when none were)."""
@@ -73,6 +79,7 @@ class FilesystemEvidenceStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir
         self._lock_fd = -1
+        self._unsynced: set[Path] = set()  # staging files written since the last sync_partials
 
     # --- paths ---------------------------------------------------------------------------------------------
 
@@ -196,9 +203,23 @@ class FilesystemEvidenceStore:
             while view:
                 written = os.pwrite(fd, view, position)
                 view, position = view[written:], position + written
-            _sync_data(fd)
         finally:
             os.close(fd)
+        self._unsynced.add(path)
+
+    def sync_partials(self) -> None:
+        # One fdatasync per staged file per batch, not per chunk: the receiver commits the index (which
+        # says the ranges are held) only after this returns.
+        while self._unsynced:
+            path = self._unsynced.pop()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # completed (its object was fsynced) or discarded since
+            try:
+                _sync_data(fd)
+            finally:
+                os.close(fd)
 
     def partial_digest(self, device: str, sha256: str) -> tuple[str, int]:
         path = self._staging(device, sha256)

@@ -8,8 +8,10 @@ then acknowledged; not matching, it is reported (``bad-bytes``) and the staged b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from agent.errors import ProtocolError
 from agent.evidence.ack import AckedFile
@@ -55,6 +57,9 @@ class FileTransfer:
         self._problems = problems
         self._calendar = calendar
         self._clock = clock
+        # Files arriving in order are hashed as their chunks come, so a finished file is not read again:
+        # (device, sha256) -> (hash so far, the offset it has reached). Lost at a restart: then re-read.
+        self._running: dict[tuple[str, str], tuple[Any, int]] = {}
 
     def _claim(self, device: str, name: str, sha256: str, size: int) -> Claim:
         claim = self._index.claim(device, name)
@@ -82,10 +87,20 @@ class FileTransfer:
             self._index.count(device, session, "duplicate_chunks")
         else:
             self._store.write_partial(device, claim.sha256, header.offset, data)
+            self._hash_along(device, claim.sha256, header.offset, data)
             self._index.add_range(device, claim.sha256, header.offset, header.length)
             self._index.count(device, session, "chunks_written")
             ranges.append((header.offset, header.length))
         return self._maybe_complete(claim, session, ranges)
+
+    def _hash_along(self, device: str, sha256: str, offset: int, data: bytes) -> None:
+        key = (device, sha256)
+        running = self._running.get(key)
+        if running is None and offset == 0:
+            running = (hashlib.sha256(), 0)
+        if running is not None and running[1] == offset:
+            running[0].update(data)
+            self._running[key] = (running[0], offset + len(data))
 
     # --- states of a file -------------------------------------------------------------------------------------
 
@@ -102,7 +117,11 @@ class FileTransfer:
         complete = claim.size == 0 or have == [(0, claim.size)]
         if not complete:
             return TransferResult(self._status(claim, session, stored=False, have=have))
-        digest, size = self._store.partial_digest(claim.device, claim.sha256)
+        running = self._running.pop((claim.device, claim.sha256), None)
+        if running is not None and running[1] == claim.size:
+            digest, size = running[0].hexdigest(), claim.size
+        else:
+            digest, size = self._store.partial_digest(claim.device, claim.sha256)
         if digest != claim.sha256 or size != claim.size:
             self._problems.report(
                 BAD_BYTES, claim.device,

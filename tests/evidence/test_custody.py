@@ -324,6 +324,25 @@ def test_a_crash_between_the_purge_record_and_the_unlink(tmp_path: Path) -> None
     assert report.problems == [] and not any("still present" in n.message for n in report.notes)
 
 
+def test_a_purged_file_still_present_is_still_checked(tmp_path: Path) -> None:
+    """The station's archive copy holds the device's purge records and every file: each file is verified."""
+    store, clock = tmp_path / "store", FakeClock()
+    s = build(store, "seg seg", clock)
+    with Ledger.open(store, KEY, DEVICE, clock) as ledger:
+        for candidate in [r for r in read_records(store) if r.record.type == "segment"]:
+            body = candidate.record.body
+            ledger.append("purge", {"file": body["file"], "sha256": body["sha256"], "reason": "test"})
+    report = verify_store(store, KEY.public_key)
+    assert report.problems == [] and report.segments == 2
+    path = store / s[1]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[10] ^= 1
+    path.write_bytes(bytes(data))
+    problems = [str(p) for p in verify_store(store, KEY.public_key).problems]
+    assert len(problems) == 1 and "segment 000002.bin: sha256 mismatch" in problems[0]
+
+
 def test_a_purged_name_is_never_given_out_again(tmp_path: Path) -> None:
     store, clock = tmp_path / "store", FakeClock()
     s = build(store, "seg seg", clock)
