@@ -96,6 +96,11 @@ class FileTransfer:
     def _hash_along(self, device: str, sha256: str, offset: int, data: bytes) -> None:
         key = (device, sha256)
         running = self._running.get(key)
+        if running is not None and offset < running[1]:
+            # These bytes overwrite some already hashed: the running hash no longer describes the staged
+            # file, so it is dropped and the finished file is read again (a mismatch is then reported).
+            del self._running[key]
+            return
         if running is None and offset == 0:
             running = (hashlib.sha256(), 0)
         if running is not None and running[1] == offset:
