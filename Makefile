@@ -9,14 +9,7 @@ venv:
 	@./scripts/bootstrap.sh $(VENV)
 
 demo: venv
-	@rm -rf $(DEMO_DIR)
-	@echo "== a simulated officer runs a complete inspection (scripted buttons, synthetic camera, real H.264)"
-	$(BIN)/bodycam-agent simulate --store $(DEMO_DIR)/store --officer-id A1234 \
-		--scenario firmware_config/scenarios/complete-inspection.toml --segment-seconds 10
-	@echo "== the device's public key, as a technician enrolls it"
-	$(BIN)/bodycam-provision show-key --key $(DEMO_DIR)/store/identity/device.key --pem > $(DEMO_DIR)/device.pub
-	@echo "== an auditor verifies the store against that key"
-	$(BIN)/bodycam-verify $(DEMO_DIR)/store --pubkey $(DEMO_DIR)/device.pub --timeline
+	@./scripts/demo.sh
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -279,6 +279,8 @@ def mosquitto_conf_text(
         # Sent to MQTT 5 clients in the CONNACK; the uploader sizes its chunks from it.
         f"max_packet_size {max_packet_bytes}",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        # Without it small replies (file statuses, acks) wait for Nagle's delayed ACK: ~40 ms each.
+        "set_tcp_nodelay true",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         f"max_queued_bytes {MAX_QUEUED_BYTES}",
         f"log_dest {log_dest}",

@@ -348,7 +348,9 @@ def split_lines(payload: bytes, limit: int) -> list[bytes]:
         raise ProtocolError(f"records: {len(payload)} bytes, more than the {limit} allowed")
     if not payload or not payload.endswith(b"\n"):
         raise ProtocolError("records: empty or the last line is not terminated (truncated?)")
-    return payload.splitlines(keepends=True)
+    # Split at LF only (bytes.splitlines also splits at CR and others): device and station must cut a
+    # damaged line in the same place.
+    return [line + b"\n" for line in payload[:-1].split(b"\n")]
 
 
 NO_RECORDS = (0, GENESIS_PREV)

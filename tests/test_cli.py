@@ -25,6 +25,7 @@ from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_devic
 from agent.evidence.verify import verify_store
 from firmware_config import provision_cli
 from sync import cli as sync_cli
+from sync.broker import create_ca, issue_certificate, write_pem_files
 
 BIN = Path(sys.executable).parent
 DEVICE = "cli-dev-01"
@@ -486,17 +487,102 @@ def test_provision_wrong_arguments_exit_2(capsys: pytest.CaptureFixture[str], ar
     assert out == "" and one_line(err).startswith("bodycam-provision")
 
 
-# --- not built yet ---------------------------------------------------------------------------------
+# --- bodycam-sync (tests/uploader/ runs it against a real broker) ------------------------------------
 
 
-@pytest.mark.parametrize(("name", "what"), [("bodycam-sync", "the device uploader"),
-                                           ("bodycam-station", "the station receiver")])
-def test_unbuilt_commands_exit_2(capsys: pytest.CaptureFixture[str], name: str, what: str) -> None:
-    main = sync_cli.sync_main if name == "bodycam-sync" else sync_cli.station_main
-    assert main([]) == 2
+def sync_config(tmp_path: Path, sync: dict[str, object]) -> Path:
+    """A device config whose store exists; ``sync`` is the [sync] table (strings quoted, numbers as they are)."""
+    store = tmp_path / "store"
+    make_store(store)
+    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in sync.items())
+    path = tmp_path / "device.toml"
+    path.write_text(f'[device]\nid = "{DEVICE}"\nofficer = "o-1"\nstore = "{store}"\nkey = "{tmp_path / "k"}"\n'
+                    f"[sync]\n{table}\n")
+    return path
+
+
+def tls_files(tmp_path: Path) -> dict[str, object]:
+    ca_cert, ca_key = create_ca("test CA")
+    (tmp_path / "ca.crt").write_bytes(ca_cert)
+    write_pem_files(tmp_path, "dev", *issue_certificate(ca_cert, ca_key, DEVICE, server=False))
+    station = write_pem(tmp_path / "station.pub", DeviceKey.generate())
+    return {"broker_host": "127.0.0.1", "ca": str(tmp_path / "ca.crt"), "cert": str(tmp_path / "dev.crt"),
+            "key": str(tmp_path / "dev.key"), "station_key": str(station)}
+
+
+def run_sync(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = sync_cli.sync_main(list(args))
     out, err = capsys.readouterr()
-    assert out == ""
-    assert one_line(err) == f"{name}: {what} is not built yet (see the project's open issues); nothing was done"
-    result = run_script(name, "--anything")
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv", [[], ["--once"], ["--config"], ["--config", "c", "--timeout", "soon"],
+                                  ["--config", "c", "--once", "--timeout", "0"]])
+def test_sync_wrong_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        sync_cli.sync_main(argv)
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and one_line(err).startswith("bodycam-sync: ")
+
+
+def test_sync_timeout_needs_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run_sync(capsys, "--config", str(tmp_path / "c.toml"), "--timeout", "5")
+    assert (code, out) == (2, "")
+    assert one_line(err) == "bodycam-sync: --timeout applies to --once only (see --help)"
+
+
+def test_sync_unusable_configs_exit_2_naming_the_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run_sync(capsys, "--config", str(tmp_path / "none.toml"), "--once")
+    assert (code, out) == (2, "") and one_line(err).startswith("bodycam-sync: ")
+    assert "none.toml" in err
+    no_broker = sync_config(tmp_path / "a", {})
+    code, _, err = run_sync(capsys, "--config", str(no_broker), "--once")
+    assert code == 2 and "key 'sync.broker_host': not set" in one_line(err)
+    files = tls_files(tmp_path)
+    missing_cert = sync_config(tmp_path / "b", {**files, "cert": str(tmp_path / "absent.crt")})
+    code, _, err = run_sync(capsys, "--config", str(missing_cert))
+    assert code == 2 and "key 'sync.cert'" in one_line(err) and "absent.crt" in err
+    bad_station_key = tmp_path / "station.bad"
+    bad_station_key.write_text("not a key")
+    garbage_key = sync_config(tmp_path / "c", {**files, "station_key": str(bad_station_key)})
+    code, _, err = run_sync(capsys, "--config", str(garbage_key))
+    assert code == 2 and "key 'sync.station_key'" in one_line(err)
+    not_a_ca = sync_config(tmp_path / "d", {**files, "ca": str(bad_station_key)})
+    code, _, err = run_sync(capsys, "--config", str(not_a_ca))
+    assert code == 2 and "key 'sync.ca': not a usable PEM certificate" in one_line(err)
+    other_key = sync_config(tmp_path / "e", {**files, "key": str(write_pem_files(tmp_path / "other", "x", *create_ca(
+        "other"))[1])})
+    code, _, err = run_sync(capsys, "--config", str(other_key))
+    assert code == 2 and "key 'sync.cert' / 'sync.key'" in one_line(err)
+
+
+def test_sync_once_without_a_broker_exits_1_in_a_real_process(tmp_path: Path) -> None:
+    # Nothing listens on the port: every pass fails to connect, and --once gives up at its timeout.
+    config = sync_config(tmp_path, {**tls_files(tmp_path), "broker_port": 1, "retry_seconds": 0.2})
+    result = run_script("bodycam-sync", "--config", config, "--once", "--timeout", "1")
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert b"not everything is acknowledged" in result.stderr
+
+
+def test_sync_bad_arguments_in_a_real_process() -> None:
+    result = run_script("bodycam-sync", "--anything")
     assert (result.returncode, result.stdout) == (2, b"")
-    assert b"is not built yet" in result.stderr
+    assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"bodycam-sync: ")
+
+
+# --- bodycam-station (tests/station/test_station_cli.py has the commands themselves) ----------------
+
+
+def test_station_wrong_arguments_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as caught:
+        sync_cli.station_main([])
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and one_line(err).startswith("bodycam-station: ")
+    assert sync_cli.station_main(["status", "--config", str(tmp_path / "none.toml")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and one_line(err) == f"bodycam-station: {tmp_path / 'none.toml'}: no such file"
+    result = run_script("bodycam-station", "--anything")
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"bodycam-station: ")
