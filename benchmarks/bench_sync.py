@@ -103,20 +103,63 @@ class Broker:
         self.log.close()
 
 
-def client(broker: Broker, user: str, client_id: str) -> mqtt.Client:
+class PacedLink:
+    """A TCP proxy in front of the broker whose device-to-broker direction is paced to ``rate`` bytes/s: the
+    device's uplink (Wi-Fi at the dock), so both the plain client and the uploader meet the same link."""
+
+    def __init__(self, target: tuple[str, int], rate: float) -> None:
+        self.target, self.rate = target, rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._next_free = 0.0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                device, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for sock in (device, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._pump, args=(device, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, device, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, paced: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if paced:
+                    with self._lock:
+                        start = max(time.monotonic(), self._next_free)
+                        self._next_free = start + len(data) / self.rate
+                    time.sleep(max(0.0, start - time.monotonic()))
+                sink.sendall(data)
+        except OSError:
+            pass  # one side closed: the other pump ends as well
+        finally:
+            for sock in (source, sink):
+                sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def client(broker: Broker, user: str, client_id: str, port: int | None = None) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     ca, cert, key = broker.tls(user)
     c.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
     connected = threading.Event()
     c.on_connect = lambda *_args: connected.set()
-    c.connect("127.0.0.1", broker.port)
+    c.connect("127.0.0.1", port or broker.port)
     c.loop_start()
     if not connected.wait(10):
         raise RuntimeError(f"{user}: no CONNACK")
     return c
 
 
-def raw_paho_seconds(broker: Broker, device_id: str, store: Path, chunk: int) -> float:
+def raw_paho_seconds(broker: Broker, device_id: str, store: Path, chunk: int, device_port: int) -> float:
     """The baseline: the same files' bytes, chunked the same way, published QoS 1 with 20 in flight."""
     files = sorted((store / "segments").iterdir())
     total = sum(f.stat().st_size for f in files)
@@ -134,7 +177,7 @@ def raw_paho_seconds(broker: Broker, device_id: str, store: Path, chunk: int) ->
     station.on_subscribe = lambda *_args: subscribed.set()
     station.subscribe(up_topic(device_id, "chunk"), qos=1)
     subscribed.wait(10)
-    device = client(broker, device_id, f"{device_id}-raw")
+    device = client(broker, device_id, f"{device_id}-raw", device_port)
     window = threading.Semaphore(20)
     device.on_publish = lambda *_args: window.release()
     start = time.perf_counter()
@@ -169,7 +212,7 @@ key = "{broker.files.station_key}"
     return path
 
 
-def device_config(workdir: Path, broker: Broker, device_id: str, station_pub: Path) -> Path:
+def device_config(workdir: Path, broker: Broker, device_id: str, station_pub: Path, port: int) -> Path:
     folder = workdir / device_id
     cert, key = broker.files.clients[device_id]
     path = folder / "device.toml"
@@ -184,7 +227,7 @@ path = "{folder / 'control.sock'}"
 
 [sync]
 broker_host = "127.0.0.1"
-broker_port = {broker.port}
+broker_port = {port}
 ca = "{broker.files.ca_cert}"
 cert = "{cert}"
 key = "{key}"
@@ -242,12 +285,14 @@ def throughput_and_fleet(args: argparse.Namespace, workdir: Path) -> dict[str, A
     fleet_ids = [f"fleet-{n:02d}" for n in range(args.devices)]
     broker = Broker(workdir / "broker", ["bench-1", *fleet_ids])
     station = None
+    link = PacedLink(("127.0.0.1", broker.port), args.link_mib_s * MIB) if args.link_mib_s else None
+    device_port = link.port if link else broker.port
     try:
         for device_id in ["bench-1", *fleet_ids]:
             (workdir / device_id).mkdir()
         total = make_store(workdir / "bench-1" / "store", workdir / "bench-1" / "device.key", "bench-1",
                            args.total_mib * MIB, args.segment_mib * MIB, seed=1)
-        raw_s = raw_paho_seconds(broker, "bench-1", workdir / "bench-1" / "store", CHUNK_KIB * 1024)
+        raw_s = raw_paho_seconds(broker, "bench-1", workdir / "bench-1" / "store", CHUNK_KIB * 1024, device_port)
 
         config = station_config(workdir, broker)
         station_pub = workdir / "station.pub"
@@ -255,21 +300,25 @@ def throughput_and_fleet(args: argparse.Namespace, workdir: Path) -> dict[str, A
         configs = {}
         for device_id in ["bench-1", *fleet_ids]:
             enroll(workdir, config, device_id)
-            configs[device_id] = device_config(workdir, broker, device_id, station_pub)
+            configs[device_id] = device_config(workdir, broker, device_id, station_pub, device_port)
         station = start_station(config, workdir / "station.log")
         sync_s = sync_devices([configs["bench-1"]], timeout=1800)
-        fleet_bytes = 0
+        fleet_bytes, fleet_s = 0, float("nan")
         for n, device_id in enumerate(fleet_ids):
             fleet_bytes += make_store(workdir / device_id / "store", workdir / device_id / "device.key", device_id,
                                       args.fleet_mib_per_device * MIB, args.segment_mib * MIB, seed=100 + n)
-        fleet_s = sync_devices([configs[d] for d in fleet_ids], timeout=3600)
+        if fleet_ids:
+            fleet_s = sync_devices([configs[d] for d in fleet_ids], timeout=3600)
         rss = peak_rss_mib(station.pid)
     finally:
         if station is not None:
             station.terminate()
             station.wait(30)
         broker.close()
+        if link is not None:
+            link.close()
     return {
+        "link_mib_s": args.link_mib_s,
         "bytes": total,
         "raw_paho_s": raw_s,
         "raw_paho_mb_s": total / raw_s / 1e6,
@@ -348,7 +397,8 @@ def print_table(result: dict[str, Any]) -> None:
     s, v = result["sync"], result["verification"]
     fs = result["filesystem"]
     print(f"machine: {result['cpus']} CPUs; files on {fs['type']} ({fs['mount']})")
-    print(f"throughput ({s['bytes'] / MIB:.0f} MiB of segments, {CHUNK_KIB} KiB chunks):")
+    link = f"device uplink paced to {s['link_mib_s']} MiB/s" if s["link_mib_s"] else "unpaced loopback"
+    print(f"throughput ({s['bytes'] / MIB:.0f} MiB of segments, {CHUNK_KIB} KiB chunks, {link}):")
     print(f"  plain paho through the broker: {s['raw_paho_s']:.1f} s = {s['raw_paho_mb_s']:.1f} MB/s")
     print(f"  bodycam-sync -> station, verified, stored, acked: {s['sync_s']:.1f} s = {s['sync_mb_s']:.1f} MB/s")
     print(f"  ratio: {s['ratio'] * 100:.0f}% (target >= {THROUGHPUT_TARGET * 100:.0f}%): "
@@ -368,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--fleet-mib-per-device", type=int, default=25)
     parser.add_argument("--verify-mib", type=int, default=256)
+    parser.add_argument("--link-mib-s", type=float, default=0, help="pace the devices' uplink to this many MiB/s "
+                        "(0: unpaced loopback, where the machine's CPU is the bottleneck)")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true")
