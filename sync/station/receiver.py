@@ -67,6 +67,7 @@ class Receiver:
         self.transfer = FileTransfer(store, index, self.problems, self.calendar, clock)
         self.fault: str | None = None
         self._fault_points: list[str] = []
+        self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
         self._sessions: dict[str, str] = {}
         self._reconcile()
 
@@ -104,12 +105,17 @@ class Receiver:
             return []
         out: list[Outgoing] = []
         self._fault_points = []
+        self._acks_due = {}
         try:
             with self.index.batch():
                 for topic, payload, received_us in messages:
                     out.extend(self._handle_one(topic, payload, received_us))
                     if self.fault is not None:
                         raise _BatchAbandoned  # roll the whole batch back: none of it is acknowledged
+                # One ack per device per batch, naming every file the batch stored: fewer acks to check and
+                # fewer receipt records on the device, and the newest watermark.
+                for device, files in self._acks_due.items():
+                    out.extend(self.acks(device, files))
                 self.store.sync_partials()
         except _BatchAbandoned:
             pass
@@ -233,20 +239,26 @@ class Receiver:
         if result.duplicates:
             self.index.count(device.id, session, "duplicate_records", result.duplicates)
         if result.only_duplicates:
-            return self.acks(device.id, [])  # the same ack again: harmless, and the device may be waiting for it
+            return self._ack_due(device.id)  # the same ack again: harmless, and the device may be waiting for it
         if not result.advanced:
             return []
         self.index.count(device.id, session, "records", result.stored)
         self.intake.report_late(device.id, result, topic)
         self._fault_points.append("kill-after-records")
-        return self.acks(device.id, [])
+        return self._ack_due(device.id)
 
     def _transferred(self, device: str, result: TransferResult) -> list[Outgoing]:
         out = [Outgoing(down_topic(device, "file"), result.status.encode())]
         if result.stored is not None:
             self._fault_points.append("kill-after-store")
-            out.extend(self.acks(device, [result.stored]))
+            self._ack_due(device, result.stored)
         return out
+
+    def _ack_due(self, device: str, stored: AckedFile | None = None) -> list[Outgoing]:
+        files = self._acks_due.setdefault(device, [])
+        if stored is not None and stored not in files:
+            files.append(stored)
+        return []
 
     def acks(self, device: str, files: Sequence[AckedFile]) -> list[Outgoing]:
         """Signed acknowledgements of the chain as stored now, naming ``files`` (at most 64 per ack)."""
