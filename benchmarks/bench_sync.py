@@ -1,7 +1,7 @@
 """Sync benchmark: uploader + station through a real Mosquitto, against plain paho through the same broker.
 
     .venv/bin/python benchmarks/bench_sync.py [--total-mib 1024] [--segment-mib 8] [--devices 20]
-        [--fleet-mib-per-device 25] [--verify-mib 256] [--dir DIR] [--json] [--keep]
+        [--fleet-mib-per-device 25] [--verify-mib 256] [--link-mib-s R] [--dir DIR] [--json] [--keep]
 
 Three measurements, each a ratio or a figure taken in the same run on the same machine:
 
@@ -12,6 +12,10 @@ Three measurements, each a ratio or a figure taken in the same run on the same m
    subscriber through the same broker, before the station starts. Target: sync >= 80% of the baseline.
    The sync time runs from the uploader's start to its exit after the last acknowledgement (it includes
    the process start, the TLS handshake, the ledger records and every file's verification and fsync).
+   With --link-mib-s both clients reach the broker through a proxy pacing the device's uplink (a dock's
+   Wi-Fi), which is what limits a real device; unpaced, everything (device, broker, station) shares this
+   machine's CPUs and the figure measures the CPU cost of the integrity checks (SHA-256 per chunk on the
+   device, per chunk and per file at the station, fsyncs) that the plain client does not do.
 2. Fleet. --devices stores of --fleet-mib-per-device each sync at once to one station: aggregate
    throughput and the station process's peak RSS (VmHWM).
 3. Verification. The station's receiver (no MQTT: ``Receiver.handle`` called directly) takes in a store
@@ -48,7 +52,7 @@ from sync.protocol import ChunkHeader, FileOffer, Hello, encode_chunk, up_topic
 
 MIB = 1024 * 1024
 CHUNK_KIB = 256
-WINDOW_CHUNKS = 64
+WINDOW_CHUNKS = 32  # the device default (window_chunks)
 THROUGHPUT_TARGET = 0.80
 BIN = Path(sys.executable).parent
 

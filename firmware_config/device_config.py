@@ -65,7 +65,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "key": (str, ""),
         "station_key": (str, ""),
         "chunk_kib": (int, 256),
-        "window_chunks": (int, 16),
+        "window_chunks": (int, 32),
         "batch_kib": (int, 256),
         "scan_seconds": ((int, float), 5.0),
         "retry_seconds": ((int, float), 5.0),
@@ -122,7 +122,7 @@ class SyncSettings:
     key: Path | None = None
     station_key: Path | None = None
     chunk_bytes: int = 256 * 1024
-    window_chunks: int = 16
+    window_chunks: int = 32
     batch_bytes: int = 256 * 1024
     scan_seconds: float = 5.0
     retry_seconds: float = 5.0
