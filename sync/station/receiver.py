@@ -109,13 +109,23 @@ class Receiver:
         try:
             with self.index.batch():
                 for topic, payload, received_us in messages:
-                    out.extend(self._handle_one(topic, payload, received_us))
+                    due, self._acks_due = self._acks_due, {}
+                    replies = self._handle_one(topic, payload, received_us)
                     if self.fault is not None:
                         raise _BatchAbandoned  # roll the whole batch back: none of it is acknowledged
-                # One ack per device per batch, naming every file the batch stored: fewer acks to check and
-                # fewer receipt records on the device, and the newest watermark.
-                for device, files in self._acks_due.items():
-                    out.extend(self.acks(device, files))
+                    if replies and due:
+                        # Replies leave in the order the messages were taken in (a device may use a reply
+                        # as a barrier), so the acks due so far go first.
+                        out.extend(self._signed_acks(due))
+                        due = {}
+                    out.extend(replies)
+                    for device, files in self._acks_due.items():
+                        merged = due.setdefault(device, [])
+                        merged.extend(f for f in files if f not in merged)
+                    self._acks_due = due
+                # Acks are merged per device until a reply must go out or the batch ends: fewer acks to
+                # check and fewer receipt records on the device, each with the newest watermark.
+                out.extend(self._signed_acks(self._acks_due))
                 self.store.sync_partials()
         except _BatchAbandoned:
             pass
@@ -259,6 +269,9 @@ class Receiver:
         if stored is not None and stored not in files:
             files.append(stored)
         return []
+
+    def _signed_acks(self, due: dict[str, list[AckedFile]]) -> list[Outgoing]:
+        return [ack for device, files in due.items() for ack in self.acks(device, files)]
 
     def acks(self, device: str, files: Sequence[AckedFile]) -> list[Outgoing]:
         """Signed acknowledgements of the chain as stored now, naming ``files`` (at most 64 per ack)."""
