@@ -423,6 +423,35 @@ class DirectCustody:
             record = record_receipt(ledger, signed, self.station_key, self.device_id, read_records(self.store))
         return _receipt_text(record, signed.ack)
 
+    def record_receipts(self, ack_lines: Sequence[bytes]) -> list[str | BodycamError]:
+        """Record several acks with one opening of the ledger (one boot record, not one per ack).
+
+        Each line's outcome, in order: what was done, or the error that refused it (nothing recorded for
+        it). LedgerBusyError (the agent holds the ledger) is raised for the whole call: nothing recorded."""
+        outcomes: list[str | BodycamError] = []
+        accepted: list[tuple[int, SignedAck]] = []
+        records = read_records(self.store)  # checked before opening: refused or idle lines write nothing
+        for index, line in enumerate(ack_lines):
+            try:
+                signed = parse_ack(line)
+                verify_ack(signed, self.station_key, self.device_id)
+                check_ack_link(signed.ack, records)
+            except BodycamError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(_receipt_text(None, signed.ack))
+            accepted.append((index, signed))
+        if not any(receipt_news(signed.ack, records) for _index, signed in accepted):
+            return outcomes
+        with self._ledger() as ledger:
+            records = list(read_records(self.store))
+            for index, signed in accepted:
+                record = record_receipt(ledger, signed, self.station_key, self.device_id, records)
+                if record is not None:
+                    records.append(record)
+                outcomes[index] = _receipt_text(record, signed.ack)
+        return outcomes
+
     def purge_acknowledged(self) -> list[str]:
         if not self.policy.purge:
             return []

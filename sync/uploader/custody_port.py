@@ -64,6 +64,29 @@ class CustodyChain:
                 failures.append(f"{name}: {exc}")
         raise LedgerError(f"receipt not recorded: {'; '.join(failures) or 'no custody available'}")
 
+    def record_receipts(self, ack_lines: Sequence[bytes]) -> list[str | BodycamError]:
+        """Several acks at once: a custody that can take them together (the direct one opens the ledger
+        once for all) gets them in one call; otherwise one by one. Per line: what was done, or its error."""
+        failures: list[str] = []
+        for name, custody in self._candidates():
+            batch = getattr(custody, "record_receipts", None)
+            try:
+                if batch is not None:
+                    outcomes: list[str | BodycamError] = list(batch(ack_lines))
+                    return outcomes
+                outcomes = []
+                for line in ack_lines:
+                    try:
+                        outcomes.append(custody.record_receipt(line))
+                    except VerificationError as exc:
+                        outcomes.append(exc)
+                return outcomes
+            except VerificationError:
+                raise
+            except BodycamError as exc:
+                failures.append(f"{name}: {exc}")
+        raise LedgerError(f"receipts not recorded: {'; '.join(failures) or 'no custody available'}")
+
     def purge_acknowledged(self) -> list[str]:
         failures: list[str] = []
         for name, custody in self._candidates():
@@ -121,6 +144,7 @@ class WorkerStats:
 
 _PURGE = object()
 _RETRY = object()
+RECEIPT_BATCH = 64  # acks recorded with one opening of the ledger
 
 
 class ReceiptWorker:
@@ -215,7 +239,45 @@ class ReceiptWorker:
         elif isinstance(item, bytes):
             self._record(item)
 
+    def _more_lines(self) -> list[bytes]:
+        """The ack lines queued right behind the one being done (taken together: one ledger opening)."""
+        lines: list[bytes] = []
+        with self._cond:
+            while self._items and isinstance(self._items[0], bytes) and len(lines) < RECEIPT_BATCH:
+                item = self._items.popleft()
+                assert isinstance(item, bytes)
+                lines.append(item)
+                self._flushing = max(0, self._flushing - 1)
+        return lines
+
     def _record(self, line: bytes) -> None:
+        more = self._more_lines()
+        batch = getattr(self.custody, "record_receipts", None)
+        if not more or batch is None:
+            self._record_one(line)
+            for other in more:
+                self._record_one(other)
+            return
+        lines = [line, *more]
+        try:
+            outcomes = batch(lines)
+        except BodycamError as exc:
+            for each in lines:
+                log.warning("%s; keeping the ack in %s for the next pass", exc, display_path(self.spool.folder))
+                self._keep(each, parse_ack(each).ack.seq)
+            return
+        for outcome in outcomes:
+            if isinstance(outcome, VerificationError):
+                self.stats.refused += 1
+                log.error("receipt refused by the custody: %s", outcome)
+            elif isinstance(outcome, BodycamError):
+                self.stats.refused += 1
+                log.error("receipt not recorded: %s", outcome)
+            else:
+                self.stats.recorded += 1
+                log.info("%s", outcome)
+
+    def _record_one(self, line: bytes) -> None:
         seq = parse_ack(line).ack.seq  # checked by the session already; the seq names the spool file
         try:
             outcome = self.custody.record_receipt(line)

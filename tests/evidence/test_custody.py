@@ -408,3 +408,25 @@ def test_a_name_purged_while_the_ledger_is_open_is_not_given_out_again(tmp_path:
         ledger.append("segment", {"file": stored.name, "sha256": stored.sha256, "size": stored.size})
         (store / stored.name).unlink()  # as a purge in the agent's own session removes it
         assert ledger.next_segment_index() == 2
+
+
+def test_several_acks_are_recorded_with_one_opening_of_the_ledger(tmp_path: Path) -> None:
+    store, clock = tmp_path / "store", FakeClock()
+    s = build(store, "seg seg seg", clock)
+    direct = custody(store, tmp_path, clock)
+    forged = make_ack(store, [s[1]], signer=DeviceKey.generate())
+    boots_before = len(of_type(store, "boot"))
+
+    outcomes = direct.record_receipts([make_ack(store, [s[0]]).to_line(), forged.to_line(),
+                                       make_ack(store, [s[2]]).to_line()])
+
+    assert isinstance(outcomes[1], VerificationError) and "signature invalid" in str(outcomes[1])
+    assert [str(o).split(" as ")[0] for o in (outcomes[0], outcomes[2])] == ["ack for seq 4 recorded"] * 2
+    receipts = of_type(store, "receipt")
+    assert [r.record.body["files"] for r in receipts] == [[make_ack(store, [s[0]]).ack.files[0].sha256],
+                                                          [make_ack(store, [s[2]]).ack.files[0].sha256]]
+    assert len(of_type(store, "boot")) == boots_before + 1  # one opening for the batch
+    assert verify_store(store, KEY.public_key).intact
+    # The file the forged ack named has no receipt: it is not purged.
+    assert direct.purge_acknowledged() == [s[0], s[2]]
+    assert present(store, s) == [s[1]]

@@ -113,3 +113,30 @@ def test_held_work_waits_for_release_and_keeps_its_order(tmp_path: Path) -> None
     finally:
         worker.close()
     assert custody.receipts == [ack_line(1)] and custody.purges == 1 and worker.stats.purged == 1
+
+
+class Batching(Scripted):
+    """A custody that takes several acks at once, as DirectCustody does; records each call's lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[bytes]] = []
+
+    def record_receipts(self, ack_lines: list[bytes]) -> list[object]:
+        self.calls.append(list(ack_lines))
+        return [VerificationError("signature invalid") if line == ack_line(2) else "recorded" for line in ack_lines]
+
+
+def test_acks_queued_together_are_recorded_in_one_call(tmp_path: Path) -> None:
+    custody = Batching()
+    worker = ReceiptWorker(custody, AckSpool(tmp_path / "spool"))
+    try:
+        worker.hold()
+        for seq in (1, 2, 3):
+            worker.submit(ack_line(seq))
+        worker.release()
+        assert worker.drain(5)
+    finally:
+        worker.close()
+    assert custody.calls == [[ack_line(1), ack_line(2), ack_line(3)]]
+    assert worker.stats.recorded == 2 and worker.stats.refused == 1
