@@ -60,7 +60,8 @@ def test_unit_files_verify(unit: Path, tmp_path: Path) -> None:
 
 
 def test_unit_files_are_there() -> None:
-    assert [u.name for u in UNITS] == ["bodycam-agent.service"]
+    assert [u.name for u in UNITS] == ["bodycam-agent.service", "bodycam-broker.service", "bodycam-station.service",
+                                       "bodycam-sync.service"]
     text = UNITS[0].read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "SupplementaryGroups=video gpio"):
@@ -141,3 +142,16 @@ def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
     assert len(ready) == 1 and "camera armed" in ready[0], got
     assert got.index(ready[0]) < got.index("WATCHDOG=1"), got  # fed only after READY
     assert got[-1].startswith("STOPPING=1"), got
+
+
+def test_the_uploader_yields_to_the_agent_and_the_station_to_nothing_it_does_not_own() -> None:
+    sync = (ROOT / "systemd" / "bodycam-sync.service").read_text()
+    agent = (ROOT / "systemd" / "bodycam-agent.service").read_text()
+    nice = {name: int(next(line for line in text.splitlines() if line.startswith("Nice=")).split("=")[1])
+            for name, text in (("sync", sync), ("agent", agent))}
+    assert nice["sync"] > nice["agent"]  # a lower CPU priority than the recording
+    assert "IOSchedulingClass=idle" in sync and "ReadWritePaths=/var/lib/bodycam" in sync
+    station = (ROOT / "systemd" / "bodycam-station.service").read_text()
+    for line in ("User=bodycam-station", "ProtectSystem=strict", "NoNewPrivileges=yes",
+                 "StateDirectory=bodycam-station bodycam-station-key", "bodycam-broker.service"):
+        assert line in station
