@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds of video kept before the start (default 0)")
     run = commands.add_parser("run", help="the device daemon: camera, buttons, workflow, control socket")
     run.add_argument("--config", type=Path, required=True, help="the device's TOML config file")
+    run.add_argument("--validate-config", action="store_true",
+                     help="only check the config file (every key, type, range and profile); start nothing")
     ctl = commands.add_parser("ctl", help="send one operation to a running daemon's control socket")
     ctl.add_argument("--socket", type=Path, default=Path("/run/bodycam/control.sock"), help="control socket path")
     ops = ctl.add_subparsers(dest="op", required=True, parser_class=_Parser)
@@ -113,7 +115,12 @@ def _run_daemon(args: argparse.Namespace, stop: threading.Event) -> int:
     from agent.daemon import run_daemon
     from firmware_config.device_config import load_device_config
 
-    run_daemon(load_device_config(args.config), stop)
+    config = load_device_config(args.config)
+    if args.validate_config:
+        print(f"{config.source}: valid (device {config.device_id}, officer {config.officer_id}, "
+              f"camera {config.camera_backend}, store {config.store})")
+        return EXIT_OK
+    run_daemon(config, stop)
     return EXIT_OK
 
 

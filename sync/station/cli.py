@@ -1,7 +1,7 @@
 """``bodycam-station``: the station receiver and what it reports.
 
     bodycam-station broker-setup --dir DIR --port N [--bind ADDR] [--host NAME]... [--device D]... [--run-as USER]
-    bodycam-station serve --config FILE
+    bodycam-station serve --config FILE [--validate-config]
     bodycam-station add-device --config FILE --device-id D --pubkey FILE [--replace]
     bodycam-station show-key --config FILE [--hex]
     bodycam-station status --config FILE [--json]
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, required=True, help="the station's TOML config file")
         return sub
 
-    command("serve", "receive from the broker until SIGTERM/SIGINT")
+    serve = command("serve", "receive from the broker until SIGTERM/SIGINT")
+    serve.add_argument("--validate-config", action="store_true",
+                       help="only check the config and the TLS files it names; touch no data, connect to nothing")
     add = command("add-device", "enroll a device's public key (the key its records must be signed with)")
     add.add_argument("--device-id", type=_device_id, required=True, help="the device id")
     add.add_argument("--pubkey", type=Path, required=True, help="its public key (PEM, hex or raw)")
@@ -232,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "broker-setup":
             return _broker_setup(args)
         config = load_station_config(args.config)
+        if args.command == "serve" and args.validate_config:
+            from sync.station.service import make_client
+
+            make_client(config)  # loads the CA, certificate and key as serve would
+            print(f"{config.source}: valid for {PROG} serve (station {config.station_id}, broker "
+                  f"{config.broker.host}:{config.broker.port}, data {display_path(config.data)})")
+            return EXIT_OK
         if args.command == "serve":
             return _serve(config)
         return _COMMANDS[args.command](config, args)

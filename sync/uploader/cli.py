@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=_seconds, default=None,
                         help=f"with --once: give up after this many seconds (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--verbose", action="store_true", help="log debug messages too")
+    parser.add_argument("--validate-config", action="store_true",
+                        help="only check the config, its [sync] table and the files it names; connect to nothing")
     return parser
 
 
@@ -131,6 +133,11 @@ def main(argv: list[str] | None = None, *, custody: Custody | None = None) -> in
     except BodycamError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.validate_config:
+        settings = config.sync
+        print(f"{config.source}: valid for {PROG} (device {config.device_id}, broker {settings.broker_host}:"
+              f"{settings.broker_port}, chunk {settings.chunk_bytes // 1024} KiB x {settings.window_chunks})")
+        return EXIT_OK
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
