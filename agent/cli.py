@@ -15,13 +15,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
 from agent.camera.base import CameraSettings
+from agent.cliargs import UsageParser, device_id_arg
 from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
-from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.scenario import load_scenario
 from agent.simulate import RecordingResult, record, simulate, simulate_scenario
 
@@ -30,15 +29,6 @@ DEFAULT_DEVICE_ID = "sim-0001"
 BACKENDS = ("synthetic", "opencv", "picamera2")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
-
-def _device_id(text: str) -> str:
-    if not DEVICE_ID_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"device id {text!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
-    return text
 
 
 def _bounded(name: str, convert: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
@@ -59,7 +49,7 @@ def _bounded(name: str, convert: Callable[[str], float], low: float, high: float
 
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--store", type=Path, required=True, help="store folder (created if missing)")
-    sub.add_argument("--device-id", type=_device_id, default=DEFAULT_DEVICE_ID, help="device id")
+    sub.add_argument("--device-id", type=device_id_arg, default=DEFAULT_DEVICE_ID, help="device id")
     sub.add_argument("--officer-id", default="unassigned", help="officer id burned into the overlay")
     sub.add_argument("--key", type=Path, help="device key file (default STORE/identity/device.key; created 0600)")
     sub.add_argument("--segment-seconds", type=_bounded("--segment-seconds", float, 1, 600), default=10.0,
@@ -72,8 +62,8 @@ def _common(sub: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bodycam-agent", description="Body-camera device agent.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = UsageParser(prog="bodycam-agent", description="Body-camera device agent.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     sim = commands.add_parser("simulate", help="record synthetic video into a real, signed store")
     _common(sim)
     sim.add_argument("--seconds", type=_bounded("--seconds", int, 0, 86_400), default=10,
@@ -96,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only check the config file (every key, type, range and profile); start nothing")
     ctl = commands.add_parser("ctl", help="send one operation to a running daemon's control socket")
     ctl.add_argument("--socket", type=Path, default=Path("/run/bodycam/control.sock"), help="control socket path")
-    ops = ctl.add_subparsers(dest="op", required=True, parser_class=_Parser)
+    ops = ctl.add_subparsers(dest="op", required=True, parser_class=UsageParser)
     ops.add_parser("status", help="show the workflow and recorder state")
     ops.add_parser("open-case", help="open a case").add_argument("--procedure", help="procedure (default: configured)")
     ops.add_parser("stage", help="the next stage is done").add_argument("--skip", action="store_true",

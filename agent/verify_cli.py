@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
 
+from agent.cliargs import UsageParser
 from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
@@ -26,13 +26,9 @@ from firmware_config.profiles import load_profiles
 EXIT_INTACT, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_UNREADABLE, f"{self.prog}: {message} (see --help)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bodycam-verify", description="Verify a body-camera evidence store offline.")
+    parser = UsageParser(prog="bodycam-verify", description="Verify a body-camera evidence store offline.")
     parser.add_argument("path", type=Path, help="a device store folder (holding ledger.jsonl)")
     parser.add_argument("--pubkey", type=Path, help="the device's public key (PEM, hex or raw) to pin the identity")
     parser.add_argument("--json", action="store_true", help="print a machine-readable report")

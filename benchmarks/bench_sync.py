@@ -47,7 +47,7 @@ from agent.evidence.clock import SystemClock
 from agent.evidence.keys import DeviceKey, load_or_create_device_key, public_key_pem
 from agent.evidence.ledger import Ledger
 from agent.evidence.store import LEDGER_FILE, segment_file_name
-from sync.broker import write_broker_setup
+from sync.broker import free_port, write_broker_setup
 from sync.protocol import ChunkHeader, FileOffer, Hello, encode_chunk, up_topic
 
 MIB = 1024 * 1024
@@ -55,13 +55,6 @@ CHUNK_KIB = 256
 WINDOW_CHUNKS = 32  # the device default (window_chunks)
 THROUGHPUT_TARGET = 0.80
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def make_store(root: Path, key_path: Path, device_id: str, total_bytes: int, segment_bytes: int, seed: int) -> int:

@@ -28,13 +28,12 @@ from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.recorder.storage import StorageThresholds
 from agent.workflow.state import DEFAULT_STOP_REASONS, WorkflowConfig
 from firmware_config.profiles import load_profiles
-from firmware_config.toml_file import read_toml
+from firmware_config.toml_file import Schema, read_toml, typed_tables
 
 MIB = 1024 * 1024
 BACKENDS = ("synthetic", "opencv", "picamera2")
 
-# table -> key -> (type, default); a default of ... means required
-_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+_SCHEMA: Schema = {
     "device": {"id": (str, ...), "officer": (str, ...), "store": (str, ...), "key": (str, ...)},
     "camera": {
         "backend": (str, "picamera2"),
@@ -159,10 +158,7 @@ def load_device_config(path: Path) -> DeviceConfig:
 
 
 def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
-    unknown = sorted(set(data) - set(_SCHEMA) - {"controls"})
-    if unknown:
-        raise ConfigError(f"{source}: key '{unknown[0]}': unknown table (known: {', '.join([*_SCHEMA, 'controls'])})")
-    values = {table: _table(data.get(table, {}), table, source) for table in _SCHEMA}
+    values = typed_tables(data, _SCHEMA, _RANGES, source, other_tables=("controls",))
     device, camera, recorder, workflow = values["device"], values["camera"], values["recorder"], values["workflow"]
     if not DEVICE_ID_PATTERN.match(device["id"]):
         raise ConfigError(f"{source}: key 'device.id': {device['id']!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
@@ -235,29 +231,3 @@ def _sync_settings(sync: dict[str, Any], source: str) -> SyncSettings:
         session_expiry_seconds=sync["session_expiry_seconds"], purge=sync["purge"],
         keep_hours=float(sync["keep_hours"]), long_term_keep_days=float(sync["long_term_keep_days"]),
     )
-
-
-def _table(raw: object, table: str, source: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: key '{table}': must be a table")
-    schema = _SCHEMA[table]
-    unknown = sorted(set(raw) - set(schema))
-    if unknown:
-        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key (known: {', '.join(schema)})")
-    result: dict[str, Any] = {}
-    for key, (kind, default) in schema.items():
-        dotted = f"{table}.{key}"
-        if key not in raw:
-            if default is ...:
-                raise ConfigError(f"{source}: key '{dotted}': missing")
-            result[key] = default
-            continue
-        value = raw[key]
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise ConfigError(f"{source}: key '{dotted}': wrong type {type(value).__name__}")
-        if dotted in _RANGES and isinstance(value, int | float):
-            low, high = _RANGES[dotted]
-            if not low <= value <= high:
-                raise ConfigError(f"{source}: key '{dotted}': {value} is outside {low}..{high}")
-        result[key] = value
-    return result

@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
 
+from agent.cliargs import UsageParser
 from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_device_key, public_key_pem
@@ -19,14 +19,10 @@ from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_devic
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bodycam-provision", description="Provision a body-camera device.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = UsageParser(prog="bodycam-provision", description="Provision a body-camera device.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     for name, text in (
         ("create-key", "create the device key if it does not exist, then show its public half"),
         ("show-key", "show the public key and fingerprint of an existing device key"),

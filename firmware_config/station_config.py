@@ -20,13 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent.errors import ConfigError
 from agent.evidence.fsutil import display_path
 from agent.evidence.record import DEVICE_ID_PATTERN
-from firmware_config.toml_file import read_toml
+from firmware_config.toml_file import Schema, read_toml, typed_tables
 
 MIB = 1024 * 1024
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
-# table -> key -> (type, default); a default of ... means required
-_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+_SCHEMA: Schema = {
     "station": {"id": (str, ...), "data": (str, ...), "key": (str, ...)},
     "broker": {
         "host": (str, "localhost"),
@@ -46,7 +45,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "timezone": (str, "UTC"),
     },
 }
-_RANGES: dict[str, tuple[int, int]] = {
+_RANGES: dict[str, tuple[float, float]] = {
     "broker.port": (1, 65535),
     # MQTT 5 carries the expiry in four bytes; 0xFFFFFFFF would mean "never expires", which is not wanted.
     "broker.session_expiry_seconds": (60, 2**32 - 2),
@@ -106,10 +105,7 @@ def load_station_config(path: Path) -> StationConfig:
 
 
 def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
-    unknown = sorted(set(data) - set(_SCHEMA))
-    if unknown:
-        raise ConfigError(f"{source}: key '{unknown[0]}': unknown table (known: {', '.join(_SCHEMA)})")
-    values = {table: _table(data.get(table, {}), table, source) for table in _SCHEMA}
+    values = typed_tables(data, _SCHEMA, _RANGES, source)
     station, broker, limits = values["station"], values["broker"], values["limits"]
     if not DEVICE_ID_PATTERN.match(station["id"]):
         # The id rides in every acknowledgement (at most 64 characters there); keep it to a plain name.
@@ -182,29 +178,3 @@ def _holiday(item: object, where: str) -> datetime.date:
         return datetime.date.fromisoformat(item)
     except ValueError:
         raise wrong from None
-
-
-def _table(raw: object, table: str, source: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: key '{table}': must be a table")
-    schema = _SCHEMA[table]
-    unknown = sorted(set(raw) - set(schema))
-    if unknown:
-        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key (known: {', '.join(schema)})")
-    result: dict[str, Any] = {}
-    for key, (kind, default) in schema.items():
-        dotted = f"{table}.{key}"
-        if key not in raw:
-            if default is ...:
-                raise ConfigError(f"{source}: key '{dotted}': missing")
-            result[key] = default
-            continue
-        value = raw[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ConfigError(f"{source}: key '{dotted}': wrong type {type(value).__name__}")
-        if dotted in _RANGES and isinstance(value, int):
-            low, high = _RANGES[dotted]
-            if not low <= value <= high:
-                raise ConfigError(f"{source}: key '{dotted}': {value} is outside {low}..{high}")
-        result[key] = value
-    return result

@@ -20,7 +20,7 @@ if [ ! -x "$mosquitto_bin" ]; then
   echo "demo: mosquitto is not installed (run 'make test' as root once, or apt-get install mosquitto)" >&2
   exit 2
 fi
-port=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$BIN/python" -c 'from sync.broker import free_port; print(free_port())')
 rm -rf "$DEMO"
 mkdir -p "$DEMO/device" "$DEMO/station"
 

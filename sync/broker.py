@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,3 +406,11 @@ def write_broker_setup(
         server_key=server_key, station_cert=station_cert, station_key=station_key, clients=clients, acl=acl,
         conf=conf,
     )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a broker started on this machine: the demo, tests, benchmarks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.evidence.clock import Clock, Timestamp
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
-from agent.evidence.store import segment_file_name
+from agent.evidence.store import read_records, segment_file_name
 
 DEFAULT_BOOT_ID = "0b0c0000-0000-4000-8000-000000000001"
 DEFAULT_WALL_US = 1_700_000_000_000_000  # 2023-11-14T22:13:20Z
@@ -71,3 +77,68 @@ def stand_in_store(store: Path, key: DeviceKey, device_id: str, seconds: int, cl
                 ledger.append("event", {"kind": "bookmark", "second": second + 1})
         ledger.append("event", {"kind": "simulation-end"})
         return ledger.head[0]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something true (returned); fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Enough TOML for these configs: tables, strings, numbers, booleans and arrays of those."""
+
+    def value(item: Any) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, int | float):
+            return repr(item)
+        if isinstance(item, str):
+            return json.dumps(item)  # JSON string escapes are TOML basic-string escapes
+        if isinstance(item, list):
+            return "[" + ", ".join(value(x) for x in item) + "]"
+        raise TypeError(f"cannot write {item!r} as TOML")
+
+    lines: list[str] = []
+
+    def table(prefix: str, content: dict[str, Any]) -> None:
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        for key, item in content.items():
+            if not isinstance(item, dict):
+                lines.append(f"{json.dumps(key)} = {value(item)}")
+        for key, item in content.items():
+            if isinstance(item, dict):
+                table(f"{prefix}.{key}" if prefix else key, item)
+
+    table("", data)
+    text = "\n".join(lines) + "\n"
+    assert tomllib.loads(text) == data  # the writer itself must not change the config under test
+    return text
+
+
+@dataclass(frozen=True)
+class DeviceFile:
+    """A file a store's records vouch for, as the uploader offers it: name, hash, size, the record's seq."""
+
+    name: str
+    sha256: str
+    size: int
+    seq: int
+
+
+def vouched_files(store: Path) -> list[DeviceFile]:
+    """Every file named by a ``segment``, ``recovered`` or ``recovery`` record of the store, in ledger order."""
+    found = []
+    for signed in read_records(store):
+        body = signed.record.body
+        if signed.record.type in ("segment", "recovered", "recovery"):
+            size = body["length"] if signed.record.type == "recovery" else body["size"]
+            found.append(DeviceFile(str(body["file"]), str(body["sha256"]), int(size), signed.seq))
+    return found

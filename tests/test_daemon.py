@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 
 from agent.control_socket import ControlError, send_request
 from agent.evidence.store import read_records
@@ -63,17 +64,6 @@ def daemon_config(folder: Path, socket_path: Path) -> Path:
     path = folder / "device.toml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Daemon:

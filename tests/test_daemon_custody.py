@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FakeClock, seeded_key
-from test_daemon import Daemon, daemon_config, raw_request, records, verify, wait_for
+from helpers import FakeClock, seeded_key, wait_for
+from test_daemon import Daemon, daemon_config, raw_request, records, verify
 
 from agent.control_socket import MAX_CUSTODY_REQUEST_BYTES, MAX_REQUEST_BYTES, ControlServer, send_request
 from agent.daemon import custody_handler

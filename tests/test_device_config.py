@@ -10,7 +10,6 @@ nothing: no store, no key, no socket, nothing in its working folder.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import dump_toml
 
 from agent.errors import ConfigError
 from firmware_config.device_config import load_device_config, parse_device_config
@@ -43,38 +43,6 @@ def example(folder: Path) -> Config:
     data["camera"]["backend"] = "synthetic"
     data["controls"]["pin_factory"] = "mock"
     return data
-
-
-def dump_toml(data: Config) -> str:
-    """Enough TOML for these configs: tables, strings, numbers, booleans and arrays of those."""
-
-    def value(item: Any) -> str:
-        if isinstance(item, bool):
-            return "true" if item else "false"
-        if isinstance(item, int | float):
-            return repr(item)
-        if isinstance(item, str):
-            return json.dumps(item)  # JSON string escapes are TOML basic-string escapes
-        if isinstance(item, list):
-            return "[" + ", ".join(value(x) for x in item) + "]"
-        raise TypeError(f"cannot write {item!r} as TOML")
-
-    lines: list[str] = []
-
-    def table(prefix: str, content: Config) -> None:
-        if prefix:
-            lines.append(f"\n[{prefix}]")
-        for key, item in content.items():
-            if not isinstance(item, dict):
-                lines.append(f"{json.dumps(key)} = {value(item)}")
-        for key, item in content.items():
-            if isinstance(item, dict):
-                table(f"{prefix}.{key}" if prefix else key, item)
-
-    table("", data)
-    text = "\n".join(lines) + "\n"
-    assert tomllib.loads(text) == data  # the writer itself must not change the config under test
-    return text
 
 
 def no_stages_profiles(folder: Path) -> Path:

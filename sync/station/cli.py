@@ -25,13 +25,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
+from agent.cliargs import UsageParser, device_id_arg
 from agent.errors import BodycamError, UsageError
 from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_device_key, load_or_create_device_key, public_key_from_hex, public_key_pem
-from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.evidence.store import StoreLayout, read_records
 from agent.evidence.verify import Report, verify_lines
 from agent.timeline import case_timelines, render_timeline
@@ -46,20 +45,11 @@ PROG = "bodycam-station"
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
-
-def _device_id(text: str) -> str:
-    if not DEVICE_ID_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"device id {text!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The station: receives, verifies and stores body-camera evidence.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = UsageParser(prog=PROG, description="The station: receives, verifies and stores body-camera evidence.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
@@ -70,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--validate-config", action="store_true",
                        help="only check the config and the TLS files it names; touch no data, connect to nothing")
     add = command("add-device", "enroll a device's public key (the key its records must be signed with)")
-    add.add_argument("--device-id", type=_device_id, required=True, help="the device id")
+    add.add_argument("--device-id", type=device_id_arg, required=True, help="the device id")
     add.add_argument("--pubkey", type=Path, required=True, help="its public key (PEM, hex or raw)")
     add.add_argument("--replace", action="store_true", help="replace a different key already enrolled")
     key = command("show-key", "print the station's acknowledgement public key (created if missing)")
@@ -78,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "per device: key, last session, records, files, open problems, holes")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     problems = command("problems", "list the problems found, oldest first")
-    problems.add_argument("--device", type=_device_id, help="only this device's")
+    problems.add_argument("--device", type=device_id_arg, help="only this device's")
     problems.add_argument("--json", action="store_true", help="machine-readable output")
     timeline = command("timeline", "the verified case timeline of a device, from the station's ledger copy")
-    timeline.add_argument("--device", type=_device_id, required=True, help="the device id")
+    timeline.add_argument("--device", type=device_id_arg, required=True, help="the device id")
     timeline.add_argument("--json", action="store_true", help="machine-readable output")
     timeline.add_argument("--profiles", type=Path, help="procedure profiles folder (default: the shipped ones)")
     broker = commands.add_parser(
@@ -94,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--bind", default="127.0.0.1", help="the listener's address (default 127.0.0.1)")
     broker.add_argument("--host", action="append", default=[], help="a name or address devices use to reach "
                         "the broker (repeatable; default localhost and 127.0.0.1)")
-    broker.add_argument("--device", type=_device_id, action="append", default=[], help="issue a device's "
+    broker.add_argument("--device", type=device_id_arg, action="append", default=[], help="issue a device's "
                         "client certificate (repeatable)")
     broker.add_argument("--run-as", help="the user Mosquitto runs as when started as root (default mosquitto)")
     return parser

@@ -21,10 +21,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.cliargs import UsageParser
 from agent.errors import BodycamError, ConfigError
 from agent.evidence.custody import AgentCustody, Custody, DirectCustody, RetentionPolicy
 from agent.evidence.fsutil import display_path
@@ -39,10 +39,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_TIMEOUT_S = 600.0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
 
 def _seconds(text: str) -> float:
     try:
@@ -55,7 +51,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Upload the device's evidence to the station (MQTT 5 over TLS).")
+    parser = UsageParser(prog=PROG, description="Upload the device's evidence to the station (MQTT 5 over TLS).")
     parser.add_argument("--config", type=Path, required=True, help="the device's TOML config file ([sync] table)")
     parser.add_argument("--once", action="store_true",
                         help="run until everything is acknowledged and purged, then exit (0 done, 1 not done)")

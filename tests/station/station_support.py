@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import FakeClock, seeded_key
+from helpers import DeviceFile, FakeClock, seeded_key, vouched_files
 
 from agent.evidence.ack import SignedAck, parse_ack, verify_ack
 from agent.evidence.keys import DeviceKey
@@ -123,14 +123,6 @@ def hello_reply(out: list[Outgoing], device: str) -> HelloReply:
     return reply
 
 
-@dataclass(frozen=True)
-class DeviceFile:
-    name: str
-    sha256: str
-    size: int
-    seq: int
-
-
 @dataclass
 class DeviceSide:
     """The uploader's side for the store at ``root`` (a real ledger made by agent.evidence.ledger)."""
@@ -148,13 +140,7 @@ class DeviceSide:
         return StoreLayout(self.root).ledger_path.read_bytes().splitlines(keepends=True)
 
     def files(self) -> list[DeviceFile]:
-        found = []
-        for signed in read_records(self.root):
-            body = signed.record.body
-            if signed.record.type in ("segment", "recovered", "recovery"):
-                size = body["length"] if signed.record.type == "recovery" else body["size"]
-                found.append(DeviceFile(str(body["file"]), str(body["sha256"]), int(size), signed.seq))
-        return found
+        return vouched_files(self.root)
 
     def send(self, kind: str, payload: bytes) -> list[Outgoing]:
         out = self.station.send(self.device, kind, payload)

@@ -10,7 +10,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -26,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sync.broker import STATION_USER, BrokerFiles, issue_device_certificate, write_broker_setup
+from sync.broker import STATION_USER, BrokerFiles, free_port, issue_device_certificate, write_broker_setup
 
 MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")  # Debian installs it outside a normal user's PATH
 START_TIMEOUT_S = 10.0
@@ -44,13 +43,6 @@ def mosquitto_binary() -> Path:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class BrokerConnectError(Exception):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from broker_fixture import MosquittoBroker
+from sync_world import SyncWorld
 
 
 @pytest.fixture
@@ -20,3 +21,14 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[SyncWorld]:
+    """A station (config, enrolled devices, its receiver as a real process) around the ``mosquitto`` broker;
+    every process it started is stopped at teardown."""
+    w = SyncWorld(tmp_path, mosquitto)
+    try:
+        yield w
+    finally:
+        w.close()

@@ -13,12 +13,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from broker_fixture import MosquittoBroker
+from helpers import dump_toml, wait_for
 
 from agent.evidence.keys import DeviceKey, load_or_create_device_key, public_key_pem
 from agent.evidence.ledger import Ledger
@@ -26,16 +25,6 @@ from agent.evidence.store import LEDGER_FILE, segment_file_name
 
 BIN = Path(sys.executable).parent
 STATION_ID = "station-t"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def big_segment_store(store: Path, key: DeviceKey, device_id: str, sizes: list[int], seed: int = 5) -> list[Path]:
@@ -65,10 +54,10 @@ class SyncWorld:
         self.station_pub.write_text(public_key_pem(self.station_key.public_key))
         ca, cert, key = broker.client_tls("station")
         self.config = root / "station.toml"
-        self.config.write_text(
-            f'[station]\nid = "{STATION_ID}"\ndata = "{self.data}"\nkey = "{self.station_key_path}"\n\n'
-            f'[broker]\nhost = "127.0.0.1"\nport = {broker.port}\nca = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n'
-        )
+        self.config.write_text(dump_toml({
+            "station": {"id": STATION_ID, "data": str(self.data), "key": str(self.station_key_path)},
+            "broker": {"host": "127.0.0.1", "port": broker.port, "ca": str(ca), "cert": str(cert), "key": str(key)},
+        }))
         self.station: subprocess.Popen[bytes] | None = None
         self.station_log = root / "station.log"
         self.uploaders: list[subprocess.Popen[bytes]] = []
@@ -146,12 +135,12 @@ class SyncWorld:
         settings = {"broker_host": "127.0.0.1", "broker_port": self.broker.port, "ca": str(ca), "cert": str(cert),
                     "key": str(key), "station_key": str(self.station_pub), "retry_seconds": 0.5,
                     "reply_timeout_seconds": 5, "scan_seconds": 0.5, **sync}
-        lines = [f"{k} = {_toml(v)}" for k, v in settings.items()]
         path = self.root / f"{device_id}.toml"
-        path.write_text(
-            f'[device]\nid = "{device_id}"\nofficer = "T0001"\nstore = "{store}"\nkey = "{key_path}"\n\n'
-            f'[control_socket]\npath = "{self.root / (device_id + ".sock")}"\n\n[sync]\n' + "\n".join(lines) + "\n"
-        )
+        path.write_text(dump_toml({
+            "device": {"id": device_id, "officer": "T0001", "store": str(store), "key": str(key_path)},
+            "control_socket": {"path": str(self.root / f"{device_id}.sock")},
+            "sync": settings,
+        }))
         return path
 
     def sync_once(self, config: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -178,14 +167,6 @@ class SyncWorld:
                 process.kill()
                 process.wait(10)
         self.stop_station()
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return f'"{value}"'
 
 
 def ledger_lines(store: Path) -> list[bytes]:

@@ -17,20 +17,20 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from broker_fixture import Delivery, MosquittoBroker, TestClient, connect
-from sync_world import SyncWorld, ledger_lines, wait_for
+from broker_fixture import Delivery, TestClient, connect
+from helpers import DeviceFile, vouched_files, wait_for
+from sync_world import SyncWorld, ledger_lines
 
 from agent.evidence.ack import SignedAck, parse_ack, verify_ack
 from agent.evidence.encoding import canonical_json, parse_canonical_json
 from agent.evidence.keys import DeviceKey, load_or_create_device_key
 from agent.evidence.ledger import Ledger
 from agent.evidence.record import SignedRecord, parse_line
-from agent.evidence.store import read_records, segment_file_name
+from agent.evidence.store import segment_file_name
 from agent.evidence.verify import verify_store
 from sync.protocol import (
     ChunkHeader,
@@ -54,24 +54,7 @@ REPLY_TIMEOUT_S = 15.0
 QUIET_S = 1.0
 
 
-@pytest.fixture
-def world(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[SyncWorld]:
-    w = SyncWorld(tmp_path, mosquitto)
-    try:
-        yield w
-    finally:
-        w.close()
-
-
 # ---------------------------------------------------------------------------------------------- device stores
-
-
-@dataclass(frozen=True)
-class DeviceFile:
-    name: str
-    sha256: str
-    size: int
-    seq: int
 
 
 @dataclass
@@ -97,8 +80,7 @@ class DeviceStore:
         return parse_line(self.lines()[seq - 1]).link
 
     def files(self) -> list[DeviceFile]:
-        return [DeviceFile(str(r.record.body["file"]), str(r.record.body["sha256"]), int(r.record.body["size"]), r.seq)
-                for r in read_records(self.root) if r.record.type == "segment"]
+        return vouched_files(self.root)
 
     def content(self, file: DeviceFile) -> bytes:
         return (self.root / file.name).read_bytes()

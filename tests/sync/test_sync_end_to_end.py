@@ -6,27 +6,16 @@ Every process is real (the broker, the receiver, the uploader); faults are real 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from broker_fixture import MosquittoBroker
-from sync_world import BIN, SyncWorld, big_segment_store, ledger_lines, wait_for
+from helpers import wait_for
+from sync_world import BIN, SyncWorld, big_segment_store, ledger_lines
 
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.store import read_records
 from agent.evidence.verify import verify_store
 
 DEVICE = "dev-a"
-
-
-@pytest.fixture
-def world(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[SyncWorld]:
-    w = SyncWorld(tmp_path, mosquitto)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def simulated_store(root: Path, device_id: str = DEVICE) -> tuple[Path, Path]:
@@ -115,44 +104,50 @@ def test_acks_signed_by_another_key_are_refused_and_nothing_is_purged(world: Syn
     assert segment_files(store) == before
 
 
-def test_broker_killed_mid_segment_resumes_without_storing_a_chunk_twice(world: SyncWorld, tmp_path: Path) -> None:
+CHUNK = 64 * 1024
+WINDOW = 4
+
+
+def one_big_segment(world: SyncWorld, tmp_path: Path, size: int) -> tuple[Path, Path]:
+    """dev-a's store holding one segment of ``size`` random bytes, enrolled, the station running; returns the
+    segment and a device config sending it in small chunks with a small window (so a kill lands mid-file)."""
     key_path = tmp_path / "dev-a.key"
     key = load_or_create_device_key(key_path)
     store = tmp_path / "dev-a-store"
-    chunk = 64 * 1024
-    (segment,) = big_segment_store(store, key, DEVICE, [24 * 1024 * 1024])
+    (segment,) = big_segment_store(store, key, DEVICE, [size])
     world.enroll(DEVICE, key)
     world.start_station()
-    config = world.device_config(DEVICE, store, key_path, purge=False, chunk_kib=chunk // 1024, window_chunks=4)
+    config = world.device_config(DEVICE, store, key_path, purge=False, chunk_kib=CHUNK // 1024,
+                                 window_chunks=WINDOW)
+    return segment, config
+
+
+def chunks_written(world: SyncWorld) -> int:
+    return int(world.query("SELECT COALESCE(SUM(chunks_written), 0) FROM sessions")[0][0])
+
+
+def test_broker_killed_mid_segment_resumes_without_storing_a_chunk_twice(world: SyncWorld, tmp_path: Path) -> None:
+    segment, config = one_big_segment(world, tmp_path, 24 * 1024 * 1024)
     uploader = world.start_uploader(config, timeout=150)
 
-    written = lambda: world.query("SELECT COALESCE(SUM(chunks_written), 0) FROM sessions")[0][0]  # noqa: E731
-    wait_for(lambda: written() >= 40, 60, "the first chunks to be stored")
+    wait_for(lambda: chunks_written(world) >= 40, 60, "the first chunks to be stored")
     world.broker.kill()
-    at_kill = written()
+    at_kill = chunks_written(world)
     world.broker.start()
 
     assert uploader.wait(150) == 0, world.uploader_log(config)[-3000:]
-    total_chunks = -(-segment.stat().st_size // chunk)
+    total_chunks = -(-segment.stat().st_size // CHUNK)
     assert at_kill < total_chunks
-    assert written() == total_chunks  # every chunk written exactly once, across the outage
+    assert chunks_written(world) == total_chunks  # every chunk written exactly once, across the outage
     copy = world.device_copy(DEVICE) / "segments" / segment.name
     assert copy.read_bytes() == segment.read_bytes()
     assert world.query("SELECT COUNT(*) FROM files WHERE device = ?", DEVICE)[0][0] == 1
 
 
 def test_uploader_sigkilled_mid_segment_resumes_where_it_stopped(world: SyncWorld, tmp_path: Path) -> None:
-    key_path = tmp_path / "dev-a.key"
-    key = load_or_create_device_key(key_path)
-    store = tmp_path / "dev-a-store"
-    chunk = 64 * 1024
-    (segment,) = big_segment_store(store, key, DEVICE, [16 * 1024 * 1024])
-    world.enroll(DEVICE, key)
-    world.start_station()
-    config = world.device_config(DEVICE, store, key_path, purge=False, chunk_kib=chunk // 1024, window_chunks=4)
+    segment, config = one_big_segment(world, tmp_path, 16 * 1024 * 1024)
     first = world.start_uploader(config)
-    written = lambda: world.query("SELECT COALESCE(SUM(chunks_written), 0) FROM sessions")[0][0]  # noqa: E731
-    wait_for(lambda: written() >= 30, 60, "the first chunks to be stored")
+    wait_for(lambda: chunks_written(world) >= 30, 60, "the first chunks to be stored")
     first.kill()
     first.wait(10)
     held = world.query("SELECT COALESCE(SUM(length), 0) FROM ranges WHERE device = ?", DEVICE)[0][0]
@@ -161,10 +156,10 @@ def test_uploader_sigkilled_mid_segment_resumes_where_it_stopped(world: SyncWorl
     second = world.sync_once(config)
 
     assert second.returncode == 0, second.stderr[-3000:]
-    total_chunks = -(-segment.stat().st_size // chunk)
-    assert written() == total_chunks
+    total_chunks = -(-segment.stat().st_size // CHUNK)
+    assert chunks_written(world) == total_chunks
     duplicates = world.query("SELECT COALESCE(SUM(duplicate_chunks), 0) FROM sessions")[0][0]
-    assert duplicates <= 4 * 2  # at most what was in flight when the uploader died
+    assert duplicates <= WINDOW * 2  # at most what was in flight when the uploader died
     assert (world.device_copy(DEVICE) / "segments" / segment.name).read_bytes() == segment.read_bytes()
 
 

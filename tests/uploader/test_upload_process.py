@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 from broker_fixture import MosquittoBroker
-from helpers import seeded_key
+from helpers import dump_toml, seeded_key
 from upload_helpers import (
     DEVICE,
     FakeStation,
     eventually,
     segment_bytes,
     sync_table,
-    toml_text,
     write_device_store,
     write_key_files,
 )
@@ -41,7 +40,7 @@ def make_device(tmp_path: Path, broker: MosquittoBroker, sizes: list[int],
     files = write_device_store(store, device_key, sizes)
     key_path, station_pub = write_key_files(tmp_path / "keys", device_key, station_key)
     config = tmp_path / "device.toml"
-    config.write_text(toml_text({
+    config.write_text(dump_toml({
         "device": {"id": DEVICE, "officer": "o-1", "store": str(store), "key": str(key_path)},
         "control_socket": {"path": str(tmp_path / "no-agent.sock")}, "sync": sync_table(broker, station_pub, **sync),
     }))

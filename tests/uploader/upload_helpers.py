@@ -113,16 +113,6 @@ def device_config(store: Path, device_key: Path, sync: dict[str, Any], socket: P
     return parse_device_config(data, "test-config")
 
 
-def toml_text(config: dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for table, values in config.items():
-        lines.append(f"[{table}]")
-        for name, value in values.items():
-            text = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
-            lines.append(f"{name} = {text}")
-    return "\n".join(lines) + "\n"
-
-
 class RecordingCustody:
     """A custody that writes nothing: records the calls."""
 
