@@ -3,7 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := $(CURDIR)/.demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean install
+ROLE ?= device
 
 venv:
 	@./scripts/bootstrap.sh $(VENV)
@@ -20,6 +21,10 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_ledger.py
+
+# On a Pi: sudo make install; at the station: sudo make install ROLE=station (docs/provisioning.md).
+install:
+	@./scripts/install.sh $(ROLE)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -18,13 +18,14 @@ from types import FrameType
 
 from agent.camera.base import CameraSettings
 from agent.cliargs import UsageParser, device_id_arg
-from agent.errors import BodycamError
+from agent.errors import BodycamError, SelfTestError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
 from agent.scenario import load_scenario
 from agent.simulate import RecordingResult, record, simulate, simulate_scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SELFTEST = 3  # the self-test failed: the unit's RestartPreventExitStatus= (agent/health/startup.py)
 DEFAULT_DEVICE_ID = "sim-0001"
 BACKENDS = ("synthetic", "opencv", "picamera2")
 
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True, help="the device's TOML config file")
     run.add_argument("--validate-config", action="store_true",
                      help="only check the config file (every key, type, range and profile); start nothing")
+    selftest = commands.add_parser("selftest", help="the start-up self-test (camera, store, clock, key); "
+                                   "run it with the agent stopped, as its user")
+    selftest.add_argument("--config", type=Path, required=True, help="the device's TOML config file")
+    selftest.add_argument("--json", action="store_true", help="print the checks as JSON")
     ctl = commands.add_parser("ctl", help="send one operation to a running daemon's control socket")
     ctl.add_argument("--socket", type=Path, default=Path("/run/bodycam/control.sock"), help="control socket path")
     ops = ctl.add_subparsers(dest="op", required=True, parser_class=UsageParser)
@@ -98,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  help="why (art. 19)")
     ops.add_parser("close-case", help="close the open case early (missing stages are listed)")
     ops.add_parser("purge", help="remove the segments the station acknowledged, as [sync] retention allows")
+    ops.add_parser("assign", help="assign the officer carrying this device (at the dock; refused in a case)"
+                   ).add_argument("--officer", required=True, help="the officer id (printable, 1-64 characters)")
     return parser
 
 
@@ -114,11 +121,34 @@ def _run_daemon(args: argparse.Namespace, stop: threading.Event) -> int:
     return EXIT_OK
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    """Exit 0 when the self-test passes, 1 when it fails, 2 when the config file is bad."""
+    from agent.errors import ConfigError
+    from agent.health.startup import run_selftest
+    from firmware_config.device_config import load_device_config
+
+    try:
+        config = load_device_config(args.config)
+    except ConfigError as exc:
+        print(f"bodycam-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = run_selftest(config)
+    if args.json:
+        checks = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks]
+        print(json.dumps({"passed": result.passed, "summary": result.summary, "clock_trusted": result.clock.trusted,
+                          "checks": checks}, indent=2))
+    else:
+        for check in result.checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<7} {check.detail}")
+        print(result.summary)
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
 def _ctl(args: argparse.Namespace) -> int:
     from agent.control_socket import send_request
 
     request: dict[str, object] = {"op": args.op}
-    for field in ("procedure", "reason", "note"):
+    for field in ("procedure", "reason", "note", "officer"):
         if getattr(args, field, None) is not None:
             request[field] = getattr(args, field)
     if getattr(args, "skip", False):
@@ -149,6 +179,8 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         return _run_daemon(args, stop)
     if args.command == "ctl":
         return _ctl(args)
+    if args.command == "selftest":
+        return _selftest(args)
     key_path: Path = args.key or args.store / "identity" / "device.key"
     key = load_or_create_device_key(key_path)
     settings = _settings(args)
@@ -188,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _run(args, stop)
+    except SelfTestError as exc:  # the one line was logged too; systemd leaves a unit with this status stopped
+        print(f"bodycam-agent: {exc}", file=sys.stderr)
+        return EXIT_SELFTEST
     except BodycamError as exc:
         print(f"bodycam-agent: {exc}", file=sys.stderr)
         return EXIT_FAILED

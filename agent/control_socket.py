@@ -14,6 +14,11 @@ Custody ops, for the uploader (agent/evidence/custody.py, ``AgentCustody``): ``r
 acknowledgement line, payload TAB signature) records a checked receipt; ``purge`` removes the acknowledged
 segments the retention policy lets go. They answer ``{"ok", "error", "error_type", "status": null, "result"}``.
 Requests are at most 4 KiB, a ``receipt`` request at most 64 KiB (an ack line is up to 16 KiB).
+
+Officer assignment (agent/evidence/assignment.py): ``assign`` with ``assignment`` (a station's signed line, from
+the uploader) or ``officer`` (at the dock, ``bodycam-agent ctl assign --officer O``) records an
+``officer-assigned`` event; it answers like the custody ops, with the outcome in ``result``. Refused
+(``RefusedError``) while a case is open.
 """
 
 from __future__ import annotations
@@ -49,9 +54,13 @@ MAX_REQUEST_BYTES = 4096
 MAX_CUSTODY_REQUEST_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # a purge reply lists every file removed
 CUSTODY_OPS = ("receipt", "purge")
-OPS = ("status", "open-case", "stage", "record", "stop", "bookmark", "retention", "close-case", *CUSTODY_OPS)
+ASSIGN_OP = "assign"
+OPS = ("status", "open-case", "stage", "record", "stop", "bookmark", "retention", "close-case", *CUSTODY_OPS,
+       ASSIGN_OP)
 # handle(op, fields) -> result; a BodycamError it raises is the refusal (ok: false, its message and type name).
 CustodyHandler = Callable[[str, Mapping[str, Any]], dict[str, Any]]
+# handle(fields) -> result, for ``assign``; refusals as for the custody ops.
+AssignHandler = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 class ControlError(BodycamError):
@@ -70,6 +79,21 @@ def custody_request(request: object) -> tuple[str, dict[str, Any]] | None:
     if op == "receipt" and not (isinstance(request.get("ack"), str) and request["ack"]):
         raise ControlError("request field 'ack': the station's acknowledgement line is required (a string)")
     return op, {k: v for k, v in request.items() if k != "op"}
+
+
+def assign_request(request: object) -> dict[str, Any] | None:
+    """The fields of an ``assign`` request (exactly one of ``assignment`` and ``officer``, a string); None for
+    any other op. ControlError says what is wrong."""
+    if not isinstance(request, dict) or request.get("op") != ASSIGN_OP:
+        return None
+    unknown = sorted(set(request) - {"op", "assignment", "officer"})
+    if unknown:
+        raise ControlError(f"request: unknown field {unknown[0]!r} for op {ASSIGN_OP!r}")
+    given = [name for name in ("assignment", "officer") if name in request]
+    if len(given) != 1 or not isinstance(request[given[0]], str) or not request[given[0]]:
+        raise ControlError("request: op 'assign' takes exactly one of 'assignment' (the station's signed line) "
+                           "and 'officer' (an officer id), a non-empty string")
+    return {given[0]: request[given[0]]}
 
 
 def command_from_request(request: object) -> Command | None:
@@ -113,12 +137,14 @@ class ControlServer:
         handle: Callable[[Command], tuple[str | None, dict[str, Any]]],
         status: Callable[[], dict[str, Any]],
         custody: CustodyHandler | None = None,
+        assign: AssignHandler | None = None,
     ) -> None:
         self.path = path
         self.group = group
         self._handle = handle
         self._status = status
         self._custody = custody
+        self._assign = assign
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -176,8 +202,9 @@ class ControlServer:
             data = _read_line(connection, MAX_CUSTODY_REQUEST_BYTES)
             request = json.loads(data)
             custody = custody_request(request)
-            if custody is not None:
-                answer = self._answer_custody(*custody)
+            assign = assign_request(request)
+            if custody is not None or assign is not None:
+                answer = self._answer_custody(*custody) if custody is not None else self._answer_assign(assign or {})
                 with contextlib.suppress(OSError):  # the client went away: the op was done all the same
                     connection.sendall(json.dumps(answer).encode() + b"\n")
                 return
@@ -198,16 +225,28 @@ class ControlServer:
 
     def _answer_custody(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         if self._custody is None:
-            error: BodycamError = ControlError(f"op {op!r}: custody is not served on this socket")
-        else:
-            try:
-                result = self._custody(op, fields)
-            except BodycamError as exc:
-                log.warning("control op %s refused: %s", op, exc)
-                error = exc
-            else:
-                return {"ok": True, "error": None, "error_type": None, "status": None, "result": result}
-        return {"ok": False, "error": str(error), "error_type": type(error).__name__, "status": None, "result": None}
+            return _refusal(op, ControlError(f"op {op!r}: custody is not served on this socket"))
+        custody = self._custody
+        return _answer_op(op, lambda: custody(op, fields))
+
+    def _answer_assign(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self._assign is None:
+            return _refusal(ASSIGN_OP, ControlError(f"op {ASSIGN_OP!r}: not served on this socket"))
+        assign = self._assign
+        return _answer_op(ASSIGN_OP, lambda: assign(fields))
+
+
+def _answer_op(op: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        result = run()
+    except BodycamError as exc:
+        return _refusal(op, exc)
+    return {"ok": True, "error": None, "error_type": None, "status": None, "result": result}
+
+
+def _refusal(op: str, error: BodycamError) -> dict[str, Any]:
+    log.warning("control op %s refused: %s", op, error)
+    return {"ok": False, "error": str(error), "error_type": type(error).__name__, "status": None, "result": None}
 
 
 def _read_line(connection: socket.socket, limit: int, what: str = "request") -> bytes:

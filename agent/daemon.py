@@ -1,8 +1,9 @@
 """``bodycam-agent run --config FILE``: the device daemon.
 
-Loads the configuration (refusing a bad file before touching anything), opens the ledger (recovering what
-a crash left), arms the camera, resumes an open case, and serves the buttons and the control socket until
-SIGTERM or SIGINT; then closes the open segment, signs it, and exits.
+Loads the configuration (refusing a bad file before touching anything), runs the self-test around opening
+the ledger (recovering what a crash left) and arming the camera (docs/health.md; a failure ends here with
+exit status 3), resumes an open case, and serves the buttons and the control socket, with the health watch
+beside them, until SIGTERM or SIGINT; then closes the open segment, signs it, and exits.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from agent.camera.base import Camera
 from agent.camera.factory import open_camera
 from agent.control_socket import ControlError, ControlServer, CustodyHandler
 from agent.controls.buttons import ButtonPanel
 from agent.controls.feedback import FeedbackDriver
 from agent.controls.pins import pin_factory as choose_pin_factory
-from agent.device import Device
-from agent.errors import ConfigError
-from agent.evidence.custody import LedgerCustody, RetentionPolicy
-from agent.evidence.keys import load_or_create_device_key, load_public_key
+from agent.device import Device, assignment_handler
+from agent.errors import CameraError, ConfigError
+from agent.evidence.assignment import officer_in_store
+from agent.evidence.custody import RetentionPolicy
+from agent.evidence.custody_view import LedgerCustody
+from agent.evidence.keys import load_public_key
 from agent.evidence.ledger import Ledger
+from agent.health.monitor import HealthMonitor
+from agent.health.startup import StartUp, release, start_monitor
 from agent.recorder.segmenter import SegmenterSettings
 from agent.recorder.session import RecordingSession
 from agent.sdnotify import FrameWatchdog, Notifier
@@ -33,12 +39,19 @@ _T = TypeVar("_T")
 
 
 def run_daemon(
-    config: DeviceConfig, stop: threading.Event, pin_factory: Any = None, notifier: Notifier | None = None
+    config: DeviceConfig,
+    stop: threading.Event,
+    pin_factory: Any = None,
+    notifier: Notifier | None = None,
+    camera: Camera | None = None,
 ) -> None:
-    """Run until ``stop`` is set. ``pin_factory`` None lets gpiozero choose ($GPIOZERO_PIN_FACTORY).
+    """Run until ``stop`` is set. ``pin_factory`` None lets gpiozero choose ($GPIOZERO_PIN_FACTORY);
+    ``camera`` None opens the configured backend.
 
-    Under systemd (Type=notify) it says READY once the camera is armed and the socket listens, feeds the
-    watchdog while frames flow, and says STOPPING on the way out.
+    Under systemd (Type=notify) it says READY once the self-test passed (agent/health/startup.py: frames
+    from the armed camera, a writable store above the floor, the enrolled key; the clock's trust is noted)
+    and the socket listens, feeds the watchdog while frames flow, and says STOPPING on the way out. A failed
+    self-test raises SelfTestError without READY and before any recording.
     """
     notifier = notifier or Notifier()
     # Everything that can refuse the configuration (the pin factory, the pins themselves: two spellings of one
@@ -47,7 +60,12 @@ def run_daemon(
     if factory is None:
         factory = _named(config, choose_pin_factory, config.controls.pin_factory)
     options: dict[str, Any] = {"source": config.camera_source} if config.camera_backend == "opencv" else {}
-    camera = open_camera(config.camera_backend, config.camera, **options)
+    camera_error: CameraError | None = None
+    if camera is None:
+        try:
+            camera = open_camera(config.camera_backend, config.camera, **options)
+        except CameraError as exc:  # no usable camera fails the self-test below (exit 3), with a signed record
+            camera_error = exc
     feedback = _named(config, FeedbackDriver, config.controls, pin_factory=factory)
     devices: list[Device] = []  # presses before the device exists are ignored, as when the panel opened after it
 
@@ -61,7 +79,10 @@ def run_daemon(
         feedback.close()
         raise
     try:
-        key = load_or_create_device_key(config.key)
+        startup = StartUp(config, notifier, feedback.show, feedback.wait_idle)
+        if camera_error is not None:
+            startup.camera_open_failed(camera_error)
+        startup.before_ledger(camera)
         settings = SegmenterSettings(
             segment_seconds=config.segment_seconds,
             prebuffer_seconds=config.prebuffer_seconds,
@@ -70,23 +91,38 @@ def run_daemon(
             fps=config.camera.fps,
             thresholds=config.thresholds,
         )
-        with Ledger.open(config.store, key, config.device_id, boot_reason="daemon start") as ledger:
-            session = RecordingSession(ledger, camera, settings)
+        with startup.open_ledger() as ledger:
+            if ledger is not None and camera is not None:  # before the self-test arms it: no frame names another
+                camera.set_officer(officer_in_store(config.store, config.officer_id))
+            session = RecordingSession(ledger, camera, settings) if ledger and camera else None
+            try:
+                startup.check_camera(camera, session)
+                reporter = startup.finish(ledger)  # SelfTestError unless it passed
+            except BaseException:
+                release(session, camera)
+                raise
+            assert ledger is not None and session is not None and reporter is not None  # it passed
             device = Device(ledger, session, config.workflow, show=feedback.show,
                             set_recording_indicator=feedback.set_recording)
             server = ControlServer(config.socket_path, config.socket_group, device.command, device.status,
-                                   custody=custody_handler(ledger, config.sync))
+                                   custody=custody_handler(ledger, config.sync),
+                                   assign=assignment_handler(device, config.sync.station_key))
             watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
+            monitor: HealthMonitor | None = None
             try:
                 devices.append(device)  # presses from here on reach the device (as before this order)
                 device.start()
                 server.start()
                 log.info("device %s ready: store %s", config.device_id, config.store)
-                notifier.ready(f"device {config.device_id}: camera armed, control socket {config.socket_path}")
+                notifier.ready(f"device {config.device_id}: camera armed, control socket {config.socket_path}; "
+                               f"{startup.result.summary}")
                 watchdog.start()
+                monitor = start_monitor(startup, ledger, session, reporter, device.status, feedback.show)
                 stop.wait()
                 notifier.stopping("closing the open segment")
             finally:
+                if monitor is not None:
+                    monitor.stop()
                 watchdog.stop()
                 server.close()
                 panel.close()
@@ -101,15 +137,22 @@ def custody_handler(ledger: Ledger, sync: SyncSettings) -> CustodyHandler:
 
     The station key is read from ``sync.station_key`` at every op (a key file fixed or replaced takes effect
     without a restart, and a bad one never keeps the camera from starting); the policy comes from ``[sync]``.
+    One LedgerCustody serves every op, made at the first: its view of the ledger reads it in full once, then
+    only what was appended since the op before (the recorder shares this process's CPU).
     """
     policy = RetentionPolicy.from_settings(sync)
     lock = threading.Lock()  # one custody op at a time: the receipt's news check and its append belong together
+    made: list[LedgerCustody] = []
 
     def handle(op: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         if sync.station_key is None:
             raise ConfigError("sync.station_key is not configured: no acknowledgement can be checked")
-        custody = LedgerCustody(ledger, load_public_key(sync.station_key), policy)
+        station_key = load_public_key(sync.station_key)
         with lock:
+            if not made:
+                made.append(LedgerCustody(ledger, station_key, policy))
+            custody = made[0]
+            custody.station_key = station_key
             if op == "receipt":
                 return {"outcome": custody.record_receipt(str(fields["ack"]).encode("ascii", "replace"))}
             if op == "purge":

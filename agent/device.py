@@ -11,10 +11,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from agent.errors import BodycamError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.errors import BodycamError, ConfigError
+from agent.evidence.assignment import (
+    SignedAssignment,
+    Verdict,
+    dock_body,
+    judge_station,
+    parse_assignment,
+    refuse_in_case,
+    station_body,
+    verdict_text,
+    verify_assignment,
+)
+from agent.evidence.keys import load_public_key
 from agent.evidence.ledger import Ledger
 from agent.evidence.store import read_records
 from agent.recorder.segmenter import RecorderState
@@ -69,6 +85,7 @@ class Device:
         self.state: WorkflowState = replay(((r.record.type, dict(r.record.body)) for r in records), config)
         self._prebuffer_seconds = session.segmenter.settings.prebuffer_seconds
         self._prebuffer_now = self._prebuffer_seconds
+        self._show_officer()  # before the camera is armed: the first frame already carries the ledger's officer
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -129,6 +146,51 @@ class Device:
             self._prebuffer_now = wanted
             self.session.segmenter.set_prebuffer(wanted)
 
+    # --- officer assignment (agent/evidence/assignment.py) ------------------------------------------
+
+    @property
+    def officer(self) -> str:
+        """The officer in effect: the newest ``officer-assigned`` record's, else the config's."""
+        return self.state.officers.current(self.config.officer_id)
+
+    def assign_station(self, signed: SignedAssignment, station_key: Ed25519PublicKey) -> dict[str, Any]:
+        """Record a station's signed assignment when it is news; VerificationError or RefusedError (a case
+        is open): nothing recorded."""
+        verify_assignment(signed, station_key, self.ledger.device_id)
+        with self._lock:
+            case = self.state.case
+            verdict = judge_station(signed.assignment, self.state.officers, case.case_id if case else None)
+            if verdict is not Verdict.RECORD:
+                return self._assigned(verdict, signed.assignment.officer, None)
+            record = self.ledger.append("event", station_body(signed, self.officer))
+            return self._take_officer(record.record.body, record.seq)
+
+    def assign_dock(self, officer: str) -> dict[str, Any]:
+        """Record an assignment made at the dock (``ctl assign``); RefusedError while a case is open."""
+        with self._lock:
+            case = self.state.case
+            if officer == self.officer:
+                return self._assigned(Verdict.IN_EFFECT, officer, None)
+            refuse_in_case(case.case_id if case else None, officer)
+            body = dock_body(officer, self.officer, self.ledger.clock.now().wall_us)
+            record = self.ledger.append("event", body)
+            return self._take_officer(record.record.body, record.seq)
+
+    def _take_officer(self, body: Mapping[str, Any], seq: int) -> dict[str, Any]:
+        self.state = replace(self.state, officers=self.state.officers.after(body))
+        self._show_officer()
+        log.info("officer %r assigned by %s (record seq %d)", self.officer, body.get("by"), seq)
+        return self._assigned(Verdict.RECORD, self.officer, seq)
+
+    def _assigned(self, verdict: Verdict, officer: str, seq: int | None) -> dict[str, Any]:
+        return {"outcome": verdict.value, "officer": self.officer, "by": self.state.officers.by, "seq": seq,
+                "message": verdict_text(verdict, officer, seq)}
+
+    def _show_officer(self) -> None:
+        camera = self.session.camera
+        if camera.settings.officer_id != self.officer:
+            camera.set_officer(self.officer)
+
     # --- effects ---------------------------------------------------------------------------------
 
     def _apply(self, effects: list[Effect], fresh: bool = False) -> list[str]:
@@ -171,3 +233,18 @@ class Device:
             if self.state.recording and self.session.state is RecorderState.HALTED:
                 # The recorder stopped on its own (storage full, a fault): keep the machine in step.
                 self.handle(RecordingStopped(self.session.segmenter.halt_reason or "recorder halted"))
+
+
+def assignment_handler(device: Device, station_key: Path | None) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """The control socket's ``assign`` op: ``assignment`` (a station's signed line, checked with the key in
+    ``station_key``, read at every op like the custody ops) or ``officer`` (at the dock)."""
+
+    def handle(fields: Mapping[str, Any]) -> dict[str, Any]:
+        if "assignment" not in fields:
+            return device.assign_dock(str(fields["officer"]))
+        if station_key is None:
+            raise ConfigError("sync.station_key is not configured: no station assignment can be checked")
+        signed = parse_assignment(str(fields["assignment"]).encode("ascii", "replace"))
+        return device.assign_station(signed, load_public_key(station_key))
+
+    return handle

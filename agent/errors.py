@@ -64,3 +64,15 @@ class VerificationError(BodycamError):
 
 class ProtocolError(BodycamError):
     """A sync message (topic, payload or acknowledgement) is malformed, too large or not allowed here."""
+
+
+class RefusedError(BodycamError):
+    """The device refuses an operation in its current state (an officer change while a case is open); nothing
+    changed, and the same request may succeed later."""
+
+
+class SelfTestError(BodycamError):
+    """The start-up self-test failed: the device is not fit to record and does not say it is ready.
+
+    The message is the one-line summary ("self-test failed: store: ..."); the agent exits with status 3,
+    which its systemd unit does not restart (SPEC art. 26: a faulty device is taken out of use at once)."""

@@ -26,12 +26,15 @@ class Notifier:
         pid = env.get("WATCHDOG_PID", "")
         mine = not pid or pid == str(os.getpid())
         self.watchdog_seconds = int(usec) / 1_000_000 if usec.isdigit() and int(usec) > 0 and mine else None
+        self.last_status: str | None = None  # the newest STATUS sent (by anyone), so a repeat can be left out
 
     @property
     def enabled(self) -> bool:
         return bool(self.address)
 
     def send(self, **fields: str) -> None:
+        if "status" in fields:
+            self.last_status = fields["status"]
         if not self.address:
             return
         message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()

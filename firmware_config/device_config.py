@@ -4,18 +4,23 @@ Every problem raises ConfigError naming the file, the dotted key and what is wro
 bad file. An example with every key is ``firmware_config/device.example.toml``; the ``[controls]`` table is
 documented in :mod:`agent.controls.config`.
 
-    [device]            id, officer, store, key
+    [device]            id, officer, store, key, enrolled_fingerprint
     [camera]            backend, source, width, height, fps, bitrate
-    [recorder]          segment_seconds, prebuffer_seconds, low_space_mb, floor_mb
+    [recorder]          segment_seconds, prebuffer_seconds, low_space_mb, floor_mb, memory_budget_mb
     [workflow]          default_procedure, stop_reasons, reason_window_seconds, profiles
     [controls]          buttons, LED, buzzer (agent.controls.config)
     [control_socket]    path, group
     [sync]              broker, TLS files, the station's key, chunking, timing, retention (SyncSettings)
+    [health]            self-test and runtime watch: report file, limits, sensor paths (agent.health.config)
+
+Besides each key on its own, settings that must agree are checked together (``_cross_checks``): a pin used
+twice, a segment chunk or a records batch that would not fit the broker's message limit, a pre-event buffer
+that would not fit the memory budget. docs/configuration.md lists every key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +28,37 @@ from agent.camera.base import CameraSettings
 from agent.controls.config import ControlsConfig
 from agent.controls.config import from_mapping as controls_from_mapping
 from agent.errors import ConfigError
+from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.health.config import HealthConfig
+from agent.health.config import from_mapping as health_from_mapping
 from agent.recorder.storage import StorageThresholds
-from agent.workflow.state import DEFAULT_STOP_REASONS, WorkflowConfig
+from agent.workflow.state import DEFAULT_STOP_REASONS, MAX_STOP_REASONS, WorkflowConfig
 from firmware_config.profiles import load_profiles
-from firmware_config.toml_file import Schema, read_toml, typed_tables
+from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
+from sync.broker import DEFAULT_MAX_PACKET_BYTES
+from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 
 MIB = 1024 * 1024
+KIB = 1024
 BACKENDS = ("synthetic", "opencv", "picamera2")
+# A chunk message is the MQTT PUBLISH framing (fixed header, topic, properties), the chunk header line (at
+# most MAX_CHUNK_HEADER_BYTES, which the station enforces, then LF) and the chunk's bytes.
+CHUNK_FRAMING_BYTES = PUBLISH_OVERHEAD_BYTES + MAX_CHUNK_HEADER_BYTES + 1
+# A records message is the PUBLISH framing and whole ledger lines; a line travels alone when longer than a
+# batch, so the broker's limit must hold the longest line the ledger allows.
+RECORDS_FRAMING_BYTES = PUBLISH_OVERHEAD_BYTES
+MIN_MESSAGE_KIB = -(-(MAX_LINE_BYTES + RECORDS_FRAMING_BYTES) // KIB)  # rounded up: 65
+# The pre-event buffer holds prebuffer_seconds plus the GOP in progress (one second: the keyframe interval
+# is fps frames), and the encoder's rate control overshoots its target on busy scenes; half again on top
+# covers that and Python's per-frame overhead (a few hundred bytes a frame).
+PREBUFFER_GOP_SECONDS = 1.0
+PREBUFFER_MARGIN = 1.5
 
 _SCHEMA: Schema = {
-    "device": {"id": (str, ...), "officer": (str, ...), "store": (str, ...), "key": (str, ...)},
+    "device": {"id": (str, ...), "officer": (str, ...), "store": (str, ...), "key": (str, ...),
+               "enrolled_fingerprint": (str, "")},
     "camera": {
         "backend": (str, "picamera2"),
         "source": ((str, int), "0"),
@@ -48,6 +72,7 @@ _SCHEMA: Schema = {
         "prebuffer_seconds": ((int, float), 30.0),
         "low_space_mb": (int, 512),
         "floor_mb": (int, 64),
+        "memory_budget_mb": (int, 64),
     },
     "workflow": {
         "default_procedure": (str, "inspection"),
@@ -66,6 +91,7 @@ _SCHEMA: Schema = {
         "chunk_kib": (int, 256),
         "window_chunks": (int, 32),
         "batch_kib": (int, 256),
+        "max_message_kib": (int, DEFAULT_MAX_PACKET_BYTES // KIB),
         "scan_seconds": ((int, float), 5.0),
         "retry_seconds": ((int, float), 5.0),
         "reply_timeout_seconds": ((int, float), 15.0),
@@ -84,11 +110,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "recorder.prebuffer_seconds": (0, 120),
     "recorder.low_space_mb": (0, 1_000_000),
     "recorder.floor_mb": (1, 1_000_000),
+    "recorder.memory_budget_mb": (4, 1_000_000),
     "workflow.reason_window_seconds": (1, 120),
     "sync.broker_port": (1, 65535),
     "sync.chunk_kib": (4, 16384),
     "sync.window_chunks": (1, 1024),
     "sync.batch_kib": (1, 4096),
+    # MQTT caps a packet at 256 MiB - 1; below MIN_MESSAGE_KIB the longest ledger line could not be sent.
+    "sync.max_message_kib": (MIN_MESSAGE_KIB, (256 * MIB - 1) // KIB),
     "sync.scan_seconds": (0.1, 3600),
     "sync.retry_seconds": (0.1, 3600),
     "sync.reply_timeout_seconds": (1, 3600),
@@ -105,9 +134,11 @@ class SyncSettings:
     ``broker_host``/``broker_port``: the station's Mosquitto. ``ca``/``cert``/``key``: PEM files of the
     station's CA and this device's MQTT client certificate and key (its CN is the device id).
     ``station_key``: the station's acknowledgement public key (PEM, hex or raw); acks signed by any other
-    key are refused. ``chunk_kib``: segment chunk size (shrunk to the broker's maximum packet size).
-    ``window_chunks``: chunks in flight before the station confirms them. ``batch_kib``: most ledger bytes
-    per records message. ``scan_seconds``: how often new evidence is looked for. ``retry_seconds``: wait
+    key are refused. ``chunk_kib``: segment chunk size (shrunk further if the broker announces a smaller
+    maximum packet size). ``window_chunks``: chunks in flight before the station confirms them.
+    ``batch_kib``: most ledger bytes per records message. ``max_message_kib``: the broker's maximum packet
+    size (Mosquitto's ``max_packet_size``); chunks and batches must fit it with their framing.
+    ``scan_seconds``: how often new evidence is looked for. ``retry_seconds``: wait
     before reconnecting. ``reply_timeout_seconds``: silence from the station before a session is restarted.
     ``session_expiry_seconds``: how long the broker keeps the device's MQTT session. Retention: ``purge``
     (delete acknowledged segments at all), ``keep_hours`` (acknowledged standard footage stays at least this
@@ -123,6 +154,7 @@ class SyncSettings:
     chunk_bytes: int = 256 * 1024
     window_chunks: int = 32
     batch_bytes: int = 256 * 1024
+    max_message_bytes: int = DEFAULT_MAX_PACKET_BYTES
     scan_seconds: float = 5.0
     retry_seconds: float = 5.0
     reply_timeout_seconds: float = 15.0
@@ -144,12 +176,15 @@ class DeviceConfig:
     camera: CameraSettings
     segment_seconds: float
     prebuffer_seconds: float
+    memory_budget_bytes: int
     thresholds: StorageThresholds
     workflow: WorkflowConfig
     controls: ControlsConfig
     socket_path: Path
     socket_group: str
     sync: SyncSettings = SyncSettings()
+    enrolled_fingerprint: str = ""  # the device key's SHA-256 fingerprint once enrolled; "" before
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 def load_device_config(path: Path) -> DeviceConfig:
@@ -158,28 +193,37 @@ def load_device_config(path: Path) -> DeviceConfig:
 
 
 def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
-    values = typed_tables(data, _SCHEMA, _RANGES, source, other_tables=("controls",))
+    values = typed_tables(data, _SCHEMA, _RANGES, source, other_tables=("controls", "health"))
     device, camera, recorder, workflow = values["device"], values["camera"], values["recorder"], values["workflow"]
     if not DEVICE_ID_PATTERN.match(device["id"]):
-        raise ConfigError(f"{source}: key 'device.id': {device['id']!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
+        raise refusal(source, "device.id", device["id"], "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    fingerprint = device["enrolled_fingerprint"]
+    if fingerprint and not is_hex64(fingerprint):
+        raise refusal(source, "device.enrolled_fingerprint", fingerprint,
+                      'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment')
     if camera["backend"] not in BACKENDS:
-        raise ConfigError(f"{source}: key 'camera.backend': {camera['backend']!r} is not one of {', '.join(BACKENDS)}")
-    if recorder["floor_mb"] > recorder["low_space_mb"]:
-        raise ConfigError(f"{source}: key 'recorder.floor_mb': above recorder.low_space_mb")
+        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(BACKENDS)}")
+    for side in ("width", "height"):
+        if camera[side] % 2:  # the encoder's yuv420p halves each side for the colour planes
+            raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
     reasons = workflow["stop_reasons"]
-    if not all(isinstance(r, str) for r in reasons):
-        raise ConfigError(f"{source}: key 'workflow.stop_reasons': must be a list of strings")
+    _check_stop_reasons(reasons, source)
     for key, value in (("device.officer", device["officer"]), ("device.store", device["store"]),
                        ("device.key", device["key"]), ("control_socket.path", values["control_socket"]["path"])):
         # An empty path would be the working directory; the officer is named in every record.
         if not value.strip() or not value.isprintable() or (key == "device.officer" and len(value) > 64):
             limit = " of 1-64 characters" if key == "device.officer" else ""
-            raise ConfigError(f"{source}: key '{key}': must be non-empty printable text{limit}")
+            raise refusal(source, key, value, f"non-empty printable text{limit}")
+    _cross_checks(values, source)
     profiles_dir = Path(workflow["profiles"]) if workflow["profiles"] else None
     try:
         procedures = load_profiles(profiles_dir)
     except ConfigError as exc:  # names the profile file and its key; say which setting pointed there
-        raise ConfigError(f"{source}: key 'workflow.profiles': {exc}") from None
+        raise refusal(source, "workflow.profiles", workflow["profiles"],
+                      f"a folder of valid procedure profiles ({exc})") from None
+    if workflow["default_procedure"] not in procedures:
+        raise refusal(source, "workflow.default_procedure", workflow["default_procedure"],
+                      f"a loaded procedure ({', '.join(sorted(procedures))})")
     settings = CameraSettings(
         width=camera["width"], height=camera["height"], fps=camera["fps"], bitrate=camera["bitrate"],
         keyframe_interval=camera["fps"], device_id=device["id"], officer_id=device["officer"],
@@ -195,6 +239,7 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
         camera=settings,
         segment_seconds=float(recorder["segment_seconds"]),
         prebuffer_seconds=float(recorder["prebuffer_seconds"]),
+        memory_budget_bytes=recorder["memory_budget_mb"] * MIB,
         thresholds=StorageThresholds(low_bytes=recorder["low_space_mb"] * MIB, floor_bytes=recorder["floor_mb"] * MIB),
         workflow=WorkflowConfig(
             procedures=procedures,
@@ -209,7 +254,64 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
         socket_path=Path(values["control_socket"]["path"]),
         socket_group=values["control_socket"]["group"],
         sync=_sync_settings(values["sync"], source),
+        enrolled_fingerprint=fingerprint,
+        health=health_from_mapping(data["health"], source) if "health" in data else HealthConfig(),
     )
+
+
+def _check_stop_reasons(reasons: list[Any], source: str) -> None:
+    # WorkflowConfig checks the same; here the message names the config file's own key.
+    key = "workflow.stop_reasons"
+    if not all(isinstance(r, str) for r in reasons):
+        raise refusal(source, key, reasons, "an array of strings")
+    if not 1 <= len(reasons) <= MAX_STOP_REASONS:
+        raise refusal(source, key, reasons, f"1 to {MAX_STOP_REASONS} reasons (a stop needs a reason to choose, and "
+                      "the reason's number is beeped: more than nine beeps cannot be counted)")
+    for number, reason in enumerate(reasons, start=1):
+        if not reason.strip() or not reason.isprintable() or len(reason) > 100:
+            raise refusal(source, f"{key}[{number}]", reason, "printable text of 1-100 characters")
+    if len(set(reasons)) != len(reasons):
+        twice = next(r for r in reasons if reasons.count(r) > 1)
+        raise refusal(source, key, reasons, f"each reason once ({twice!r} appears twice)")
+
+
+def prebuffer_need_bytes(prebuffer_seconds: float, bitrate: int) -> int:
+    """Memory the pre-event buffer may take: its seconds plus the GOP in progress at ``bitrate``, with
+    PREBUFFER_MARGIN for rate-control overshoot and per-frame overhead."""
+    return int((prebuffer_seconds + PREBUFFER_GOP_SECONDS) * bitrate / 8 * PREBUFFER_MARGIN)
+
+
+def _cross_checks(values: dict[str, dict[str, Any]], source: str) -> None:
+    """Settings that are each fine alone but cannot work together; the message names both keys."""
+    recorder, camera, sync = values["recorder"], values["camera"], values["sync"]
+    if recorder["floor_mb"] > recorder["low_space_mb"]:
+        raise refusal(source, "recorder.floor_mb", recorder["floor_mb"],
+                      f"at most recorder.low_space_mb ({recorder['low_space_mb']}): the low-space warning must "
+                      "come before recording stops at the floor")
+    need = prebuffer_need_bytes(recorder["prebuffer_seconds"], camera["bitrate"])
+    budget = recorder["memory_budget_mb"] * MIB
+    if need > budget:
+        raise refusal(source, "recorder.prebuffer_seconds", recorder["prebuffer_seconds"],
+                      f"a pre-event buffer that fits recorder.memory_budget_mb ({recorder['memory_budget_mb']} MiB): "
+                      f"at camera.bitrate {camera['bitrate']} it needs {_mib(need)} MiB "
+                      f"(({recorder['prebuffer_seconds']:g} s + {PREBUFFER_GOP_SECONDS:g} s GOP) x bitrate/8 x "
+                      f"{PREBUFFER_MARGIN:g}); shorten it, lower the bitrate or raise the budget")
+    limit = sync["max_message_kib"] * KIB
+    chunk_message = sync["chunk_kib"] * KIB + CHUNK_FRAMING_BYTES
+    if chunk_message > limit:
+        raise refusal(source, "sync.chunk_kib", sync["chunk_kib"],
+                      f"a chunk whose message fits sync.max_message_kib ({sync['max_message_kib']} KiB = {limit} "
+                      f"bytes): {sync['chunk_kib']} KiB + {CHUNK_FRAMING_BYTES} bytes of framing = {chunk_message}")
+    records_message = sync["batch_kib"] * KIB + RECORDS_FRAMING_BYTES
+    if records_message > limit:
+        raise refusal(source, "sync.batch_kib", sync["batch_kib"],
+                      f"a records batch whose message fits sync.max_message_kib ({sync['max_message_kib']} KiB = "
+                      f"{limit} bytes): {sync['batch_kib']} KiB + {RECORDS_FRAMING_BYTES} bytes of framing = "
+                      f"{records_message}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:.1f}"
 
 
 def _sync_settings(sync: dict[str, Any], source: str) -> SyncSettings:
@@ -217,15 +319,17 @@ def _sync_settings(sync: dict[str, Any], source: str) -> SyncSettings:
     for name in ("ca", "cert", "key", "station_key"):
         value = sync[name]
         if value and not value.isprintable():
-            raise ConfigError(f"{source}: key 'sync.{name}': must be printable text")
+            raise refusal(source, f"sync.{name}", value, "printable text (a file path)")
         paths[name] = Path(value) if value else None
     if sync["broker_host"] and not all(paths.values()):
         missing = next(name for name, path in paths.items() if path is None)
-        raise ConfigError(f"{source}: key 'sync.{missing}': required when sync.broker_host is set")
+        raise refusal(source, f"sync.{missing}", "", f"a file path: required when sync.broker_host is set "
+                      f"({sync['broker_host']!r})")
     return SyncSettings(
         broker_host=sync["broker_host"], broker_port=sync["broker_port"], ca=paths["ca"], cert=paths["cert"],
         key=paths["key"], station_key=paths["station_key"], chunk_bytes=sync["chunk_kib"] * 1024,
         window_chunks=sync["window_chunks"], batch_bytes=sync["batch_kib"] * 1024,
+        max_message_bytes=sync["max_message_kib"] * KIB,
         scan_seconds=float(sync["scan_seconds"]), retry_seconds=float(sync["retry_seconds"]),
         reply_timeout_seconds=float(sync["reply_timeout_seconds"]),
         session_expiry_seconds=sync["session_expiry_seconds"], purge=sync["purge"],

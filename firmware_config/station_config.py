@@ -7,6 +7,9 @@ file. An example with every key and its default is ``firmware_config/station.exa
     [broker]      the station's Mosquitto: host, port, TLS files, client id, session expiry, keepalive
     [limits]      max_message_bytes, max_pending_records
     [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
+
+Settings that must agree are checked together: the broker's TLS files are given all three or none. Every
+refusal reads ``FILE: key 'dotted.key': value VALUE: expected ...`` (firmware_config.toml_file.refusal).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.errors import ConfigError
+from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.record import DEVICE_ID_PATTERN
-from firmware_config.toml_file import Schema, read_toml, typed_tables
+from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -50,8 +53,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     # MQTT 5 carries the expiry in four bytes; 0xFFFFFFFF would mean "never expires", which is not wanted.
     "broker.session_expiry_seconds": (60, 2**32 - 2),
     "broker.keepalive_seconds": (5, 65535),
-    # A records message must hold at least one complete ledger line (64 KiB); MQTT caps a packet at 256 MiB.
-    "limits.max_message_bytes": (64 * 1024, 256 * MIB - 1),
+    # A records message must hold at least one complete ledger line (the longest the ledger allows); MQTT caps
+    # a packet at 256 MiB - 1.
+    "limits.max_message_bytes": (MAX_LINE_BYTES, 256 * MIB - 1),
     "limits.max_pending_records": (1, 10_000_000),
     "deadline.working_days": (1, 365),
 }
@@ -109,17 +113,23 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
     station, broker, limits = values["station"], values["broker"], values["limits"]
     if not DEVICE_ID_PATTERN.match(station["id"]):
         # The id rides in every acknowledgement (at most 64 characters there); keep it to a plain name.
-        raise ConfigError(f"{source}: key 'station.id': {station['id']!r} is not [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
+        raise refusal(source, "station.id", station["id"], "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
     for dotted, value in (("station.data", station["data"]), ("station.key", station["key"]),
                           ("broker.host", broker["host"]), ("broker.client_id", broker["client_id"])):
         # An empty path would be the working directory; an empty host or client id cannot connect.
         if not value.strip() or not value.isprintable():
-            raise ConfigError(f"{source}: key '{dotted}': must be non-empty printable text")
+            raise refusal(source, dotted, value, "non-empty printable text")
     tls: dict[str, Path | None] = {}
     for name in ("ca", "cert", "key"):
         if broker[name] and not broker[name].isprintable():
-            raise ConfigError(f"{source}: key 'broker.{name}': must be printable text")
+            raise refusal(source, f"broker.{name}", broker[name], "printable text (a file path)")
         tls[name] = Path(broker[name]) if broker[name] else None
+    given = [name for name, path in tls.items() if path is not None]
+    if given and len(given) < len(tls):
+        # A half-configured TLS client would only fail later, at serve; the three files belong together.
+        missing = next(name for name, path in tls.items() if path is None)
+        raise refusal(source, f"broker.{missing}", "", f"a file path: broker.ca, broker.cert and broker.key are "
+                      f"set together, and broker.{given[0]} is set")
     return StationConfig(
         source=source,
         station_id=station["id"],
@@ -141,7 +151,8 @@ def require_broker_tls(config: StationConfig) -> tuple[Path, Path, Path]:
     broker = config.broker
     for name, path in (("ca", broker.ca), ("cert", broker.cert), ("key", broker.key)):
         if path is None:
-            raise ConfigError(f"{config.source}: key 'broker.{name}': required to serve (the broker speaks TLS only)")
+            raise refusal(config.source, f"broker.{name}", "", "a file path: required to serve (the broker speaks "
+                          "TLS only)")
     assert broker.ca is not None and broker.cert is not None and broker.key is not None  # checked above
     return broker.ca, broker.cert, broker.key
 
@@ -150,27 +161,27 @@ def _deadline(table: dict[str, Any], source: str) -> DeadlineSettings:
     weekend: set[int] = set()
     for index, name in enumerate(table["weekend"]):
         if not isinstance(name, str) or name.lower() not in WEEKDAYS:
-            raise ConfigError(f"{source}: key 'deadline.weekend[{index}]': {name!r} is not a weekday name "
-                              f"({', '.join(WEEKDAYS)})")
+            raise refusal(source, f"deadline.weekend[{index}]", name, f"a weekday name ({', '.join(WEEKDAYS)})")
         weekend.add(WEEKDAYS.index(name.lower()))
     if len(weekend) == len(WEEKDAYS):
-        raise ConfigError(f"{source}: key 'deadline.weekend': every day is a weekend day: no deadline can be met")
+        raise refusal(source, "deadline.weekend", table["weekend"], "at most six days: with every day a weekend "
+                      "day no deadline can be met")
     holidays: set[datetime.date] = set()
     for index, item in enumerate(table["holidays"]):
-        holidays.add(_holiday(item, f"{source}: key 'deadline.holidays[{index}]'"))
+        holidays.add(_holiday(item, source, f"deadline.holidays[{index}]"))
     name = table["timezone"]
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{source}: key 'deadline.timezone': {name!r} is not an IANA time zone name") from None
+        raise refusal(source, "deadline.timezone", name, "an IANA time zone name (e.g. \"Europe/Amsterdam\")") from None
     return DeadlineSettings(table["working_days"], frozenset(weekend), frozenset(holidays), name)
 
 
-def _holiday(item: object, where: str) -> datetime.date:
+def _holiday(item: object, source: str, key: str) -> datetime.date:
     # A TOML local date (2024-12-25 without quotes) is accepted as well as the string "2024-12-25".
     if isinstance(item, datetime.date) and not isinstance(item, datetime.datetime):
         return item
-    wrong = ConfigError(f"{where}: {str(item)[:40]!r} is not a date \"YYYY-MM-DD\"")
+    wrong = refusal(source, key, item, 'a date "YYYY-MM-DD" (or a TOML date)')
     # fromisoformat also takes "20241225" and week dates: the length pins the one documented spelling.
     if not isinstance(item, str) or len(item) != 10:
         raise wrong

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -29,6 +30,39 @@ def read_toml(path: Path | Traversable, label: str) -> dict[str, Any]:
 # table -> key -> (type or types, default); a default of ... means the key is required
 Schema = dict[str, dict[str, tuple[type | tuple[type, ...], Any]]]
 
+_TYPE_WORDS: dict[type, str] = {
+    str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "an array", dict: "a table",
+}
+_MAX_VALUE_CHARS = 60
+
+
+def toml_value(value: object) -> str:
+    """``value`` spelt as in a TOML file (strings quoted, ``true``/``false``), cut short if long."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(toml_value(item) for item in value) + "]"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + "}"
+    else:
+        text = str(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
+
+
+def refusal(source: str, key: str, value: object, expected: str) -> ConfigError:
+    """The one shape of every refused setting: ``FILE: key 'dotted.key': value VALUE: expected ...``."""
+    return ConfigError(f"{source}: key '{key}': value {toml_value(value)}: expected {expected}")
+
+
+def type_words(kind: type | tuple[type, ...]) -> str:
+    """``int`` -> "an integer"; ``(int, float)`` -> "a number"; ``(str, int)`` -> "a string or an integer"."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if set(kinds) == {int, float}:
+        return "a number"
+    return " or ".join(_TYPE_WORDS.get(k, k.__name__) for k in kinds)
+
 
 def typed_tables(
     data: dict[str, Any], schema: Schema, ranges: dict[str, tuple[float, float]], source: str,
@@ -42,31 +76,36 @@ def typed_tables(
     known = [*schema, *other_tables]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"{source}: key '{unknown[0]}': unknown table (known: {', '.join(known)})")
+        raise ConfigError(f"{source}: key '{unknown[0]}': unknown table: expected one of {', '.join(known)}")
     return {table: _typed_table(data.get(table, {}), table, schema[table], ranges, source) for table in schema}
 
 
 def _typed_table(raw: object, table: str, keys: dict[str, tuple[type | tuple[type, ...], Any]],
                  ranges: dict[str, tuple[float, float]], source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: key '{table}': must be a table")
+        raise refusal(source, table, raw, f"a table ([{table}])")
     unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key (known: {', '.join(keys)})")
+        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key: expected one of {', '.join(keys)}")
     result: dict[str, Any] = {}
     for key, (kind, default) in keys.items():
         dotted = f"{table}.{key}"
         if key not in raw:
             if default is ...:
-                raise ConfigError(f"{source}: key '{dotted}': missing")
+                raise ConfigError(f"{source}: key '{dotted}': missing: expected {type_words(kind)}")
             result[key] = default
             continue
         value = raw[key]
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise ConfigError(f"{source}: key '{dotted}': wrong type {type(value).__name__}")
+            actual = "a boolean" if isinstance(value, bool) else type_words(type(value))
+            raise refusal(source, dotted, value, f"{type_words(kind)}, not {actual}")
         if dotted in ranges and isinstance(value, int | float) and not isinstance(value, bool):
             low, high = ranges[dotted]
             if not low <= value <= high:
-                raise ConfigError(f"{source}: key '{dotted}': {value} is outside {low}..{high}")
+                raise refusal(source, dotted, value, f"{_number(low)}..{_number(high)}")
         result[key] = value
     return result
+
+
+def _number(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)

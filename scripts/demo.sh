@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on one machine, on embedded defaults.
-#   a station (its own Mosquitto with TLS and the per-device ACL, the receiver) and a simulated device that
-#   runs the complete-inspection scenario, then syncs: the station verifies, stores and acknowledges; the
+#   the technician's provisioning (docs/provisioning.md: station init, device init, enroll, apply), a station
+#   (its own Mosquitto with TLS, the per-device ACL and a revocation list, the receiver) and a simulated device
+#   that runs the complete-inspection scenario, then syncs: the station verifies, stores and acknowledges; the
 #   device records the receipts and purges the acknowledged segments.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
@@ -22,33 +23,28 @@ if [ ! -x "$mosquitto_bin" ]; then
 fi
 port=$("$BIN/python" -c 'from sync.broker import free_port; print(free_port())')
 rm -rf "$DEMO"
-mkdir -p "$DEMO/device" "$DEMO/station"
+
+echo "== the technician sets up the station: CA, broker and receiver certificates, ACL, revocation list,"
+echo "   Mosquitto config, acknowledgement key, station.toml (bodycam-station init)"
+"$BIN/bodycam-station" init --dir "$DEMO/station" --host 127.0.0.1 --port "$port" --station-id station-demo \
+  --run-as "$(id -un)"
+
+echo "== ... and the device: identity key, MQTT key, device.toml from the synthetic hardware profile, and the"
+echo "   enrolment request to carry to the station (bodycam-provision init)"
+"$BIN/bodycam-provision" init --dir "$DEMO/device" --device-id "$DEVICE_ID" --hardware synthetic \
+  --store "$DEMO/device/store" --officer A1234
 
 echo "== a simulated officer runs a complete inspection (scripted buttons, synthetic camera, real H.264)"
 "$BIN/bodycam-agent" simulate --store "$DEMO/device/store" --key "$DEMO/device/device.key" \
   --device-id "$DEVICE_ID" --officer-id A1234 \
   --scenario firmware_config/scenarios/complete-inspection.toml --segment-seconds 10
 
-echo "== the station: CA, broker certificate, the device's client certificate, ACL, Mosquitto config"
-"$BIN/bodycam-station" broker-setup --dir "$DEMO/station/broker" --port "$port" --device "$DEVICE_ID" \
-  --run-as "$(id -un)"
-cat > "$DEMO/station/station.toml" <<EOF
-[station]
-id = "station-demo"
-data = "$DEMO/station/data"
-key = "$DEMO/station/ack.key"
-
-[broker]
-host = "127.0.0.1"
-port = $port
-ca = "$DEMO/station/broker/ca.crt"
-cert = "$DEMO/station/broker/station.crt"
-key = "$DEMO/station/broker/station.key"
-EOF
+echo "== the station enrols the device (its key, a client certificate from its CSR); the bundle goes back"
+mkdir -p "$DEMO/carried"
+"$BIN/bodycam-station" enroll --config "$DEMO/station/station.toml" "$DEMO/device/$DEVICE_ID.request.json" \
+  --out "$DEMO/carried/$DEVICE_ID.bundle.json"
+"$BIN/bodycam-provision" apply --dir "$DEMO/device" "$DEMO/carried/$DEVICE_ID.bundle.json"
 "$BIN/bodycam-provision" show-key --key "$DEMO/device/device.key" --pem > "$DEMO/device/device.pub"
-"$BIN/bodycam-station" add-device --config "$DEMO/station/station.toml" --device-id "$DEVICE_ID" \
-  --pubkey "$DEMO/device/device.pub"
-"$BIN/bodycam-station" show-key --config "$DEMO/station/station.toml" > "$DEMO/device/station.pub"
 
 "$mosquitto_bin" -c "$DEMO/station/broker/mosquitto.conf" > "$DEMO/station/mosquitto.log" 2>&1 &
 PIDS+=($!)
@@ -56,24 +52,6 @@ PIDS+=($!)
 PIDS+=($!)
 
 echo "== the device docks and syncs (MQTT 5 over TLS with its client certificate)"
-cat > "$DEMO/device/device.toml" <<EOF
-[device]
-id = "$DEVICE_ID"
-officer = "A1234"
-store = "$DEMO/device/store"
-key = "$DEMO/device/device.key"
-
-[control_socket]
-path = "$DEMO/device/control.sock"
-
-[sync]
-broker_host = "127.0.0.1"
-broker_port = $port
-ca = "$DEMO/station/broker/ca.crt"
-cert = "$DEMO/station/broker/clients/$DEVICE_ID.crt"
-key = "$DEMO/station/broker/clients/$DEVICE_ID.key"
-station_key = "$DEMO/device/station.pub"
-EOF
 "$BIN/bodycam-sync" --config "$DEMO/device/device.toml" --once --timeout 120
 
 echo "== at the station: what it verified and stored, and the case timeline"

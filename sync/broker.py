@@ -18,7 +18,7 @@ import datetime
 import ipaddress
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from agent.evidence.record import DEVICE_ID_PATTERN
 from sync.protocol import TOPIC_ROOT
 
 STATION_USER = "station"
+CRL_FILE = "crl.pem"
 DEFAULT_MAX_PACKET_BYTES = 4 * 1024 * 1024
 # Per client, beyond the in-flight window. Mosquitto drops QoS 1 messages silently past either limit, so they
 # are set far above what a station that is merely slow (not dead) lets pile up.
@@ -58,6 +59,7 @@ class BrokerFiles:
     clients: dict[str, tuple[Path, Path]]
     acl: Path
     conf: Path
+    crl: Path | None = None
 
 
 # --- certificates ---------------------------------------------------------------------------------------------
@@ -157,9 +159,25 @@ def issue_certificate(
         raise ConfigError(f"server certificate {common_name!r}: needs at least one host name or address")
     if not server and hosts:
         raise ConfigError(f"client certificate {common_name!r}: hosts apply to server certificates only")
-    ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
+    ca = _load_ca(ca_cert_pem, ca_key_pem)
     key = _new_key()
-    public = key.public_key()
+    cert = _signed(ca, key.public_key(), common_name, server=server, hosts=hosts, days=days)
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def certify_client_key(
+    ca_cert_pem: bytes, ca_key_pem: bytes, public_key: ec.EllipticCurvePublicKey, common_name: str, days: int = 825,
+) -> bytes:
+    """A client certificate (PEM) for a key the CA never sees the private half of: enrolment from a CSR."""
+    cert = _signed(_load_ca(ca_cert_pem, ca_key_pem), public_key, common_name, server=False, hosts=(), days=days)
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _signed(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], public: ec.EllipticCurvePublicKey, common_name: str,
+    *, server: bool, hosts: Sequence[str], days: int,
+) -> x509.Certificate:
+    ca_cert, ca_key = ca
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         _validity(x509.CertificateBuilder(), days)
@@ -178,8 +196,44 @@ def issue_certificate(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([_host_name(host) for host in hosts]), critical=False
         )
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def crl_pem(ca_cert_pem: bytes, ca_key_pem: bytes, revoked: Mapping[int, datetime.datetime]) -> bytes:
+    """The CA's certificate revocation list (PEM) naming each serial of ``revoked`` with its revocation time;
+    empty is valid and what a new station has.
+
+    OpenSSL refuses every client once the CRL it checks against is past its next update, so the list stays
+    valid as long as the CA itself; it is re-signed on every revocation anyway.
+    """
+    ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - _CLOCK_SKEW)
+        .next_update(max(ca_cert.not_valid_after_utc, now + datetime.timedelta(days=1)))
+        .add_extension(x509.CRLNumber(int(now.timestamp() * 1_000_000)), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    for serial, when in sorted(revoked.items()):
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        builder = builder.add_revoked_certificate(entry)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def crl_serials(crl_path: Path, ca_cert_pem: bytes) -> dict[int, datetime.datetime]:
+    """The serials an existing CRL revokes and when, after checking the CA signed it."""
+    name = display_path(crl_path)
+    try:
+        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+    except OSError as exc:
+        raise KeyFileError(f"revocation list {name}: cannot read ({exc.strerror})") from None
+    except ValueError:
+        raise KeyFileError(f"revocation list {name}: not a PEM certificate revocation list") from None
+    if not crl.is_signature_valid(x509.load_pem_x509_certificate(ca_cert_pem).public_key()):  # type: ignore[arg-type]
+        raise KeyFileError(f"revocation list {name}: not signed by this station's CA")
+    return {entry.serial_number: entry.revocation_date_utc for entry in crl}
 
 
 def write_pem_files(folder: Path, stem: str, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
@@ -261,14 +315,16 @@ def mosquitto_conf_text(
     max_packet_bytes: int,
     log_dest: str = "stderr",
     user: str | None = None,
+    crlfile: Path | None = None,
 ) -> str:
-    """A mosquitto.conf (2.0) for one mutual-TLS listener. ``user`` is who Mosquitto drops to when run as root."""
+    """A mosquitto.conf (2.0) for one mutual-TLS listener. ``user`` is who Mosquitto drops to when run as root;
+    ``crlfile`` is the CA's revocation list, re-read (with the certificates) when Mosquitto gets SIGHUP."""
     if not 0 < port < 65536:
         raise ConfigError(f"broker port {port}: not between 1 and 65535")
     if max_packet_bytes < 20:
         # Mosquitto itself refuses values below 20; fail here with the reason instead of at broker start.
         raise ConfigError(f"max_packet_size {max_packet_bytes}: below Mosquitto's minimum of 20 bytes")
-    for path in (cafile, certfile, keyfile, aclfile, *([persistence_dir] if persistence_dir else [])):
+    for path in (cafile, certfile, keyfile, aclfile, *[p for p in (persistence_dir, crlfile) if p is not None]):
         if any(c in str(path) for c in "\n\r"):
             raise ConfigError(f"path {display_path(path)}: a line break cannot be written into mosquitto.conf")
     lines = [
@@ -308,9 +364,10 @@ def mosquitto_conf_text(
         # The certificate's common name becomes the user name the ACL sees; a client cannot choose it.
         "use_identity_as_username true",
         "tls_version tlsv1.2",
-        "",
     ]
-    return "\n".join(lines)
+    if crlfile is not None:
+        lines.append(f"crlfile {crlfile}")
+    return "\n".join([*lines, ""])
 
 
 def _check_device_id(device_id: str) -> None:
@@ -382,7 +439,8 @@ def write_broker_setup(
     """Create (or reuse) everything a station broker needs in ``folder``; returns the paths.
 
     Existing keys are always reused, never replaced: a CA key replaced would orphan every device certificate
-    already handed out. The ACL and mosquitto.conf are rewritten each time from the arguments.
+    already handed out. The ACL and mosquitto.conf are rewritten from the arguments when they differ; the
+    revocation list (``crl.pem``) is created empty once and from then on only changed by revocations.
     """
     for device_id in devices:
         _check_device_id(device_id)
@@ -392,20 +450,36 @@ def write_broker_setup(
     station_cert, station_key = _ensure_pair(folder, STATION_USER, ca, STATION_USER, server=False)
     clients = {device_id: issue_device_certificate(folder, device_id) for device_id in devices}
     acl = folder / "acl"
-    write_file_durably(acl, acl_text().encode(), mode=0o644)
+    write_if_changed(acl, acl_text().encode(), mode=0o644)
+    crl = folder / CRL_FILE
+    if crl.exists():
+        crl_serials(crl, ca[0])  # a list the CA did not sign would make Mosquitto refuse every client
+    else:
+        write_file_durably(crl, crl_pem(*ca, revoked={}), mode=0o644)
     persistence = folder / "persistence"
     persistence.mkdir(mode=0o700, exist_ok=True)
     conf = folder / "mosquitto.conf"
     text = mosquitto_conf_text(
         port=port, bind=bind, cafile=folder / "ca.crt", certfile=server_cert, keyfile=server_key, aclfile=acl,
-        persistence_dir=persistence, max_packet_bytes=max_packet_bytes, user=user,
+        persistence_dir=persistence, max_packet_bytes=max_packet_bytes, user=user, crlfile=crl,
     )
-    write_file_durably(conf, text.encode(), mode=0o644)
+    write_if_changed(conf, text.encode(), mode=0o644)
     return BrokerFiles(
         folder=folder, ca_cert=folder / "ca.crt", ca_key=folder / "ca.key", server_cert=server_cert,
         server_key=server_key, station_cert=station_cert, station_key=station_key, clients=clients, acl=acl,
-        conf=conf,
+        conf=conf, crl=crl,
     )
+
+
+def write_if_changed(path: Path, data: bytes, mode: int) -> bool:
+    """Durably write ``path`` unless it already holds ``data``; True when it was written."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    write_file_durably(path, data, mode=mode)
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -11,10 +11,14 @@ binds to ``bodycam/D/...``; the station still checks every record's signature an
     bodycam/D/up/file      device -> station  JSON FileOffer: "which bytes of this file do you have?"
     bodycam/D/up/chunk     device -> station  chunk header (canonical JSON) + LF + the chunk's bytes
     bodycam/D/up/done      device -> station  JSON Done: every record up to head_seq has been sent
+    bodycam/D/up/health    device -> station  the agent's signed health report line (RETAINED; see
+                                              agent/health/report.py), forwarded byte-exact
     bodycam/D/down/hello   station -> device  JSON HelloReply: t1..t3 and the stored watermark
     bodycam/D/down/file    station -> device  JSON FileStatus: ranges the station holds, or stored
     bodycam/D/down/ack     station -> device  signed acknowledgement line (see Ack)
     bodycam/D/down/error   station -> device  JSON ErrorNotice: why a message was rejected
+    bodycam/D/down/assignment station -> device  the station's signed officer assignment line (RETAINED; see
+                                              agent/evidence/assignment.py)
 """
 
 from __future__ import annotations
@@ -32,8 +36,12 @@ from agent.evidence.record import DEVICE_ID_PATTERN, STORE_FILE_PATTERN
 
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "bodycam"
-UP_KINDS = ("hello", "clock", "records", "file", "chunk", "done")
-DOWN_KINDS = ("hello", "file", "ack", "error")
+UP_KINDS = ("hello", "clock", "records", "file", "chunk", "done", "health")
+# Published retained (the broker keeps the newest per device): a station that subscribes later still gets it.
+RETAINED_UP_KINDS = ("health",)
+DOWN_KINDS = ("hello", "file", "ack", "error", "assignment")
+# Published retained by the station: a device that connects later still gets the newest one.
+RETAINED_DOWN_KINDS = ("assignment",)
 
 # A control message (everything but records and chunks) is small; anything larger is refused unread.
 MAX_CONTROL_BYTES = 64 * 1024

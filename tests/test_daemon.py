@@ -57,6 +57,7 @@ def daemon_config(folder: Path, socket_path: Path) -> Path:
         "floor_mb = 64": "floor_mb = 8",
         'pin_factory = "lgpio"': 'pin_factory = "mock"',
         'path = "/run/bodycam/control.sock"': f'path = "{socket_path}"',
+        'report_path = "/run/bodycam/health.json"': f'report_path = "{folder / "health.json"}"',
     }
     for old, new in replacements.items():
         assert text.count(old) == 1, f"device.example.toml changed: {old!r} not found exactly once"

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from test_daemon import daemon_config
 
+from agent.evidence.keys import load_device_key
+from agent.health.report import read_report_file, verify_report
 from agent.sdnotify import FrameWatchdog, Notifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +66,8 @@ def test_unit_files_are_there() -> None:
                                        "bodycam-sync.service"]
     text = UNITS[0].read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                 "SupplementaryGroups=video gpio"):
+                 "SupplementaryGroups=video gpio", "RestartPreventExitStatus=3", "RuntimeDirectory=bodycam",
+                 "RuntimeDirectoryPreserve=yes"):
         assert line in text, line
     settings = [line for line in text.splitlines() if not line.startswith("#")]
     assert "PrivateDevices=yes" not in settings  # it would hide the camera and GPIO devices
@@ -140,6 +143,11 @@ def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
         shutil.rmtree(control.parent, ignore_errors=True)
     ready = [m for m in got if m.startswith("READY=1")]
     assert len(ready) == 1 and "camera armed" in ready[0], got
+    assert "; self-test passed; clock " in ready[0], ready  # READY only after the self-test (docs/health.md)
+    line = read_report_file(tmp_path / "health.json")  # daemon_config puts [health] report_path there
+    assert line is not None
+    report = verify_report(line, load_device_key(tmp_path / "identity" / "device.key").public_key, "cam-0001")
+    assert report.state == "ok" and all(check.ok for check in report.checks), report
     assert got.index(ready[0]) < got.index("WATCHDOG=1"), got  # fed only after READY
     assert got[-1].startswith("STOPPING=1"), got
 

@@ -63,6 +63,10 @@ class Camera(Protocol):
         """Frames taken from the sensor or source so far (for the frames-in vs frames-written count)."""
         ...
 
+    def set_officer(self, officer_id: str) -> None:
+        """Burn ``officer_id`` into every frame drawn from now on (an officer assigned while armed)."""
+        ...
+
     def start_recording(self, output: EncodedOutput) -> None: ...
 
     def stop_recording(self) -> None:

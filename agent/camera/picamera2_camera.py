@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self
 
 from agent.camera.base import CameraSettings, EncodedOutput
@@ -213,6 +213,11 @@ class Picamera2Camera:
     @property
     def recording(self) -> bool:
         return self._encoder is not None
+
+    def set_officer(self, officer_id: str) -> None:
+        """The next frame drawn carries ``officer_id``: the drawing reads ``self.settings`` once per frame,
+        and swapping the whole (frozen) settings object is one atomic assignment."""
+        self.settings = replace(self.settings, officer_id=officer_id)
 
     def start_recording(self, output: EncodedOutput) -> None:
         with self._control:

@@ -21,6 +21,7 @@ import enum
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Self
 
 import numpy as np
@@ -105,6 +106,11 @@ class ThreadedCamera:
     @property
     def recording(self) -> bool:
         return self._thread is not None
+
+    def set_officer(self, officer_id: str) -> None:
+        """The next frame drawn carries ``officer_id``: the drawing reads ``self.settings`` once per frame,
+        and swapping the whole (frozen) settings object is one atomic assignment."""
+        self.settings = replace(self.settings, officer_id=officer_id)
 
     def start_recording(self, output: EncodedOutput) -> None:
         """Start a run: ``output.start()`` and ``_add_stream`` here, frames from the capture thread.

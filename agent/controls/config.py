@@ -235,7 +235,9 @@ def _pin_clashes(buttons: tuple[ButtonConfig, ...], feedback: FeedbackConfig | N
             continue
         label = pin_label(pin)
         if label in first_user:
-            found.append((key, f"pin {pin!r} ({label}) is already used by {first_user[label]}"))
+            value = f'"{pin}"' if isinstance(pin, str) else str(pin)
+            found.append((key, f"value {value}: expected a pin no other button or output uses: {label} is already "
+                               f"used by {first_user[label]}"))
         else:
             first_user[label] = key
     return found

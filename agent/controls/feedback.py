@@ -26,6 +26,8 @@ RETENTION          500/150 x2              500/150 x2 (two       magenta   flagg
 BOOKMARK           40/80 x2                40/80 x2 (double      cyan      bookmark set
                                            click)
 ERROR              50/50 x10               1000/100 x1           red       something failed
+FAULT              250/250 x4 (slow)       250/250 x4 (four      red       device health: a self-test or
+                                           even beeps)                     runtime check failed
 =================  ======================  ====================  ========  ==============================
 
 The recording indicator: while recording the plain LED is steady on (the RGB LED steady red). A pattern shown
@@ -115,6 +117,7 @@ PATTERNS: Mapping[Feedback, Pattern] = {
     Feedback.RETENTION: Pattern(Blink(500, 150, 2), Blink(500, 150, 2), (1, 0, 1)),
     Feedback.BOOKMARK: Pattern(Blink(40, 80, 2), Blink(40, 80, 2), (0, 1, 1)),
     Feedback.ERROR: Pattern(Blink(50, 50, 10), Blink(1000, 100), RED),
+    Feedback.FAULT: Pattern(Blink(250, 250, 4), Blink(250, 250, 4), RED),
 }
 
 
@@ -198,7 +201,7 @@ class FeedbackDriver:
             else:
                 self._pending = None
                 self._start(effect, now)
-            self._cond.notify()
+            self._cond.notify_all()  # the worker, and a wait_idle caller
 
     def set_recording(self, on: bool) -> None:
         """Set the steady recording indicator; shown now, or when the pattern playing ends."""
@@ -207,13 +210,24 @@ class FeedbackDriver:
             if not self._closed and self._busy_until is None:
                 self._show_indicator()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no pattern plays or waits (the self-test's fault pattern before the agent exits)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._busy_until is not None or self._pending is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return False
+                self._cond.wait(min(left, 0.05))  # the worker does not notify when a pattern ends
+            return True
+
     def close(self) -> None:
         """Stop the worker, switch everything off and release the pins. Safe to call twice."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()  # the worker, and a wait_idle caller
         if self._worker is not threading.current_thread():
             self._worker.join()
         self._close_devices()

@@ -15,14 +15,14 @@ retention policy allows, and only with a signed ``purge`` record written before 
 
 The pure functions read records in ledger order; the IO functions take the open :class:`Ledger` (one
 writer: the agent's, or :class:`DirectCustody`'s own when no agent runs). :class:`AgentCustody` asks the
-running agent over its control socket (ops ``receipt`` and ``purge``) to do the same on its ledger.
+running agent over its control socket (ops ``receipt`` and ``purge``) to do the same on its ledger (with
+these functions, over an incremental view: :mod:`agent.evidence.custody_view`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +194,7 @@ def purge_candidates(
     return [candidate for _, candidate in found]
 
 
-def _is_own(signed: SignedRecord) -> bool:
+def is_own(signed: SignedRecord) -> bool:
     """Records custody itself writes: receipts, purges, and the boot record of its own opening."""
     record = signed.record
     return record.type in ("receipt", "purge") or (
@@ -211,11 +211,23 @@ def receipt_news(ack: Ack, records: Sequence[SignedRecord]) -> bool:
     covers no more than the last receipt and names nothing new (a duplicate delivery) is no news either.
     """
     receipts = [r for r in records if r.record.type == "receipt"]
-    known = acknowledged(receipts)
+    last_seq = max((int(r.record.body["seq"]) for r in receipts), default=0)
+
+    def others_between(low: int, high: int) -> bool:
+        return any(low < r.seq <= high and not is_own(r) for r in records)
+
+    return receipt_news_in(ack, acknowledged(receipts), last_seq, others_between)
+
+
+def receipt_news_in(
+    ack: Ack, known: Mapping[str, int], last_seq: int, others_between: Callable[[int, int], bool]
+) -> bool:
+    """:func:`receipt_news` from what it needs: ``known`` (:func:`acknowledged`), ``last_seq`` (the highest
+    receipt's ``seq``, 0 when none), ``others_between(low, high)``: is there a record with low < seq <= high
+    that is not custody's own."""
     if any(f.sha256 not in known for f in ack.files):
         return True
-    last_seq = max((int(r.record.body["seq"]) for r in receipts), default=0)
-    return any(last_seq < r.seq <= ack.seq and not _is_own(r) for r in records)
+    return others_between(last_seq, ack.seq)
 
 
 # --- IO: receipts and purges on an open ledger -----------------------------------------------------------
@@ -224,7 +236,12 @@ def receipt_news(ack: Ack, records: Sequence[SignedRecord]) -> bool:
 def check_ack_link(ack: Ack, records: Sequence[SignedRecord]) -> None:
     """Raise VerificationError unless ``ack.link`` is the link of this ledger's record ``ack.seq``."""
     own = next((r for r in records if r.seq == ack.seq), None)
-    if own is None or own.link != ack.link:
+    check_link(ack, None if own is None else own.link)
+
+
+def check_link(ack: Ack, link: str | None) -> None:
+    """:func:`check_ack_link` given the link of the ledger's first record ``ack.seq`` (None: there is none)."""
+    if link is None or link != ack.link:
         raise VerificationError(
             f"ack from station {ack.station!r}: station acknowledged seq {ack.seq} with a link this ledger does not "
             "have; nothing recorded"
@@ -242,6 +259,12 @@ def record_receipt(
     check_ack_link(ack, records)
     if not receipt_news(ack, records):
         return None
+    return append_receipt(ledger, signed_ack)
+
+
+def append_receipt(ledger: Ledger, signed_ack: SignedAck) -> SignedRecord:
+    """Append the ``receipt`` record of an ack already checked (signature, link, news)."""
+    ack = signed_ack.ack
     line = signed_ack.payload + b"\t" + signed_ack.signature.hex().encode("ascii")
     return ledger.append("receipt", {
         "station": ack.station, "station_key": ack.key, "seq": ack.seq, "link": ack.link,
@@ -306,11 +329,19 @@ def run_purge(
 ) -> PurgeOutcome:
     """Finish unfinished purges, then purge every candidate. A file that cannot be purged is kept, logged
     and listed in ``refused``; the others go on. Nothing happens when ``policy.purge`` is False."""
-    outcome = PurgeOutcome()
     if not policy.purge:
-        return outcome
+        return PurgeOutcome()
+    unfinished = unfinished_purges(ledger.layout, records)
+    return finish_and_purge(ledger, unfinished, purge_candidates(records, policy, now_wall_us))
+
+
+def finish_and_purge(
+    ledger: Ledger, unfinished: Sequence[SignedRecord], candidates: Sequence[PurgeCandidate]
+) -> PurgeOutcome:
+    """:func:`run_purge` given its decisions: finish the ``unfinished`` purges, then purge the ``candidates``."""
+    outcome = PurgeOutcome()
     layout = ledger.layout
-    for signed in unfinished_purges(layout, records):
+    for signed in unfinished:
         name, what = str(signed.record.body["file"]), f"segment {signed.record.body['file']}"
         try:
             digest, _ = sha256_file(layout.path_of(name))
@@ -324,7 +355,7 @@ def run_purge(
             _refuse(outcome, str(exc))
         else:
             outcome.purged.append(name)
-    for candidate in purge_candidates(records, policy, now_wall_us):
+    for candidate in candidates:
         try:
             purge(ledger, layout, candidate)
         except (VerificationError, StoreError) as exc:
@@ -352,35 +383,10 @@ class Custody(Protocol):
         ...
 
 
-def _receipt_text(record: SignedRecord | None, ack: Ack) -> str:
+def receipt_text(record: SignedRecord | None, ack: Ack) -> str:
     if record is None:
         return f"ack for seq {ack.seq} not recorded: nothing new since the last receipt"
     return f"ack for seq {ack.seq} recorded as receipt seq {record.seq}"
-
-
-class LedgerCustody:
-    """Custody on a ledger this process holds open (the agent's); safe beside the recorder's appends."""
-
-    def __init__(self, ledger: Ledger, station_key: Ed25519PublicKey, policy: RetentionPolicy) -> None:
-        self.ledger = ledger
-        self.station_key = station_key
-        self.policy = policy
-        self._lock = threading.Lock()  # one custody operation at a time; appends have the ledger's own lock
-
-    def record_receipt(self, ack_line: bytes) -> str:
-        signed = parse_ack(ack_line)
-        with self._lock:
-            records = read_records(self.ledger.layout.root)
-            record = record_receipt(self.ledger, signed, self.station_key, self.ledger.device_id, records)
-        return _receipt_text(record, signed.ack)
-
-    def purge(self) -> PurgeOutcome:
-        with self._lock:
-            records = read_records(self.ledger.layout.root)
-            return run_purge(self.ledger, records, self.policy, self.ledger.clock.now().wall_us)
-
-    def purge_acknowledged(self) -> list[str]:
-        return self.purge().purged
 
 
 class DirectCustody:
@@ -418,10 +424,10 @@ class DirectCustody:
         verify_ack(signed, self.station_key, self.device_id)
         check_ack_link(signed.ack, records)
         if not receipt_news(signed.ack, records):
-            return _receipt_text(None, signed.ack)
+            return receipt_text(None, signed.ack)
         with self._ledger() as ledger:
             record = record_receipt(ledger, signed, self.station_key, self.device_id, read_records(self.store))
-        return _receipt_text(record, signed.ack)
+        return receipt_text(record, signed.ack)
 
     def record_receipts(self, ack_lines: Sequence[bytes]) -> list[str | BodycamError]:
         """Record several acks with one opening of the ledger (one boot record, not one per ack).
@@ -439,7 +445,7 @@ class DirectCustody:
             except BodycamError as exc:
                 outcomes.append(exc)
                 continue
-            outcomes.append(_receipt_text(None, signed.ack))
+            outcomes.append(receipt_text(None, signed.ack))
             accepted.append((index, signed))
         if not any(receipt_news(signed.ack, records) for _index, signed in accepted):
             return outcomes
@@ -449,7 +455,7 @@ class DirectCustody:
                 record = record_receipt(ledger, signed, self.station_key, self.device_id, records)
                 if record is not None:
                     records.append(record)
-                outcomes[index] = _receipt_text(record, signed.ack)
+                outcomes[index] = receipt_text(record, signed.ack)
         return outcomes
 
     def purge_acknowledged(self) -> list[str]:

@@ -31,6 +31,7 @@ from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_fi
 from agent.evidence.keys import DeviceKey, verify_signature
 from agent.evidence.record import Record, SignedRecord, parse_line, validate_record_fields
 from agent.evidence.store import QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout, segment_index
+from agent.evidence.write_timer import WriteTimer
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 _TORN_NAME = re.compile(r"ledger-torn-(\d+)-([0-9a-f]{16})\.bin\Z")
@@ -68,6 +69,7 @@ class Ledger:
         self.recovered_segments: list[SignedRecord] = []  # segment files without a record, recorded at open
         self.boot_record: SignedRecord | None = None
         self._highest_recorded_segment = 0  # the highest segment number a record names (set at open)
+        self.write_timer = WriteTimer()  # write + fdatasync times, for the health watch (agent/health/monitor.py)
 
     @classmethod
     def open(
@@ -167,11 +169,12 @@ class Ledger:
 
     def _write_durably(self, line: bytes, seq: int) -> None:
         try:
-            view = memoryview(line)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-            _sync_data(self._fd)
+            with self.write_timer.timing():
+                view = memoryview(line)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                _sync_data(self._fd)
         except OSError as exc:
             self._failed = f"a failed write of seq {seq} ({exc.strerror})"
             raise LedgerError(

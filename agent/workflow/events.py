@@ -50,6 +50,7 @@ class Feedback(enum.Enum):
     RETENTION = "retention"  # long-term retention flagged: distinct confirmation
     BOOKMARK = "bookmark"
     ERROR = "error"
+    FAULT = "fault"  # device health: a self-test or runtime check failed (agent/health); distinct from ERROR
 
 
 @dataclass(frozen=True)

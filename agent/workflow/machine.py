@@ -182,6 +182,11 @@ def step(state: WorkflowState, event: Event, config: WorkflowConfig) -> tuple[Wo
     return s.state, s.effects
 
 
+def _officer(s: _Step) -> str:
+    """The officer in effect: the newest assignment in the ledger, else the config's ``device.officer``."""
+    return s.state.officers.current(s.config.officer_id)
+
+
 def _press(s: _Step, press: Press) -> None:
     state, config = s.state, s.config
     if press.button is Button.MARK:
@@ -201,7 +206,7 @@ def _press(s: _Step, press: Press) -> None:
         else:
             # The stop guard: a case is open, so this press does not stop anything; it asks for a reason.
             s.feedback(Feedback.REFUSED)
-            s.record("event", {"kind": "stop-refused", "case_id": state.case.case_id, "officer": config.officer_id})
+            s.record("event", {"kind": "stop-refused", "case_id": state.case.case_id, "officer": _officer(s)})
             s.set(selection=ReasonSelection(deadline_us=press.at_us + config.reason_window_us))
     elif state.case is None:
         if press.long:
@@ -226,7 +231,7 @@ def _press_in_selection(s: _Step, press: Press, selection: ReasonSelection) -> N
         s.feedback(Feedback.ACK)
         s.record(
             "stop-reason",
-            {"case_id": case.case_id, "code": code, "reason": reason, "officer": config.officer_id, "source": "button"},
+            {"case_id": case.case_id, "code": code, "reason": reason, "officer": _officer(s), "source": "button"},
         )
         s.set(selection=None)
         _stop(s, f"stop reason {code}: {reason}")
@@ -245,7 +250,7 @@ def _end_selection(s: _Step, cause: str) -> None:
     if case is not None:
         s.record(
             "event",
-            {"kind": "stop-cancelled", "case_id": case.case_id, "cause": cause, "officer": s.config.officer_id},
+            {"kind": "stop-cancelled", "case_id": case.case_id, "cause": cause, "officer": _officer(s)},
         )
     s.set(selection=None)
     s.feedback(Feedback.REASON_TIMEOUT)
@@ -281,7 +286,7 @@ def _stop_command(s: _Step, text: str | None) -> None:
         s.feedback(Feedback.REFUSED)
         s.record(
             "event",
-            {"kind": "stop-refused", "case_id": case.case_id, "officer": s.config.officer_id, "source": "control"},
+            {"kind": "stop-refused", "case_id": case.case_id, "officer": _officer(s), "source": "control"},
         )
         s.effects.append(ErrorEffect(f"case {case.case_id} is open: stopping needs a reason (the stop guard)"))
         return
@@ -293,7 +298,7 @@ def _stop_command(s: _Step, text: str | None) -> None:
     s.feedback(Feedback.ACK)
     s.record(
         "stop-reason",
-        {"case_id": case.case_id, "code": 0, "reason": reason, "officer": s.config.officer_id, "source": "control"},
+        {"case_id": case.case_id, "code": 0, "reason": reason, "officer": _officer(s), "source": "control"},
     )
     _stop(s, f"stop reason: {reason}")
 
@@ -308,7 +313,7 @@ def _open_case(s: _Step, name: str, from_socket: bool) -> None:
         s.refuse(f"unknown procedure {name[:64]!r} (known: {', '.join(sorted(config.procedures))})")
         return
     number = state.cases_opened + 1
-    case = CaseState(case_id=f"{config.device_id}-{number:05d}", procedure=procedure, officer=config.officer_id)
+    case = CaseState(case_id=f"{config.device_id}-{number:05d}", procedure=procedure, officer=_officer(s))
     s.feedback(Feedback.ACK)
     s.record(
         "case-open",
@@ -316,7 +321,7 @@ def _open_case(s: _Step, name: str, from_socket: bool) -> None:
             "case_id": case.case_id,
             "procedure": procedure.name,
             "title": procedure.title,
-            "officer": config.officer_id,
+            "officer": _officer(s),
             "continuous_recording": procedure.continuous_recording,
             # The stage list as used, so a ledger describes its own cases even after a profile changes.
             "stages": [stage.to_body() for stage in procedure.stages],
@@ -345,7 +350,7 @@ def _advance(s: _Step, skip: bool) -> None:
             "stage": stage.name,
             "index": case.next_index + 1,  # 1-based position in the procedure
             "status": "skipped" if skip else "done",
-            "officer": s.config.officer_id,
+            "officer": _officer(s),
             "recording": s.state.recording,
         },
     )
@@ -374,12 +379,12 @@ def _advance(s: _Step, skip: bool) -> None:
 def _close(s: _Step, early: bool) -> None:
     case = s.state.case
     assert case is not None
-    s.record("case-close", close_body(case, s.config.officer_id, early))
+    s.record("case-close", close_body(case, _officer(s), early))
     s.set(case=None, selection=None)
 
 
 def _bookmark(s: _Step, note: str | None) -> None:
-    body: dict[str, Any] = {"kind": "bookmark", "officer": s.config.officer_id}
+    body: dict[str, Any] = {"kind": "bookmark", "officer": _officer(s)}
     if s.state.case is not None:
         body["case_id"] = s.state.case.case_id
     if note:
@@ -390,7 +395,7 @@ def _bookmark(s: _Step, note: str | None) -> None:
 
 
 def _flag_retention(s: _Step, reason: str) -> None:
-    body: dict[str, Any] = {"retention_class": LONG_TERM, "reason": reason, "officer": s.config.officer_id}
+    body: dict[str, Any] = {"retention_class": LONG_TERM, "reason": reason, "officer": _officer(s)}
     case = s.state.case
     if case is not None:
         body["case_id"] = case.case_id

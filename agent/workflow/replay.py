@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.evidence.assignment import OfficerState, is_assignment
 from agent.workflow.events import Effect, Feedback, FeedbackEffect, RecordEffect, RecordingEffect
 from agent.workflow.procedure import procedure_from_case_open
 from agent.workflow.state import LONG_TERM, CaseState, WorkflowConfig, WorkflowState, close_body
@@ -19,7 +20,8 @@ from agent.workflow.state import LONG_TERM, CaseState, WorkflowConfig, WorkflowS
 def replay(records: Iterable[tuple[str, Mapping[str, Any]]], config: WorkflowConfig) -> WorkflowState:
     """Rebuild the state from the ledger's ``(record_type, body)`` pairs, oldest first.
 
-    An open case stays open at its next stage with its retention flag (never closed or forgotten by a
+    The officer in effect comes from the newest ``officer-assigned`` record (the config's officer_id before
+    any). An open case stays open at its next stage with its retention flag (never closed or forgotten by a
     restart); the case counter continues. Recording is off (the daemon decides, see ``resume``) and a reason
     selection in progress is dropped: it was never confirmed, so nothing stopped. The case keeps the stage list
     its ``case-open`` record carries; a record without one falls back to the loaded profile, and a procedure
@@ -27,7 +29,11 @@ def replay(records: Iterable[tuple[str, Mapping[str, Any]]], config: WorkflowCon
     """
     case: CaseState | None = None
     opened = 0
+    officers = OfficerState()
     for record_type, body in records:
+        if is_assignment(record_type, body):
+            officers = officers.after(body)
+            continue
         case_id = body.get("case_id")
         if record_type == "case-open" and isinstance(case_id, str):
             opened = max(opened + 1, _case_number(case_id, config.device_id))
@@ -42,7 +48,7 @@ def replay(records: Iterable[tuple[str, Mapping[str, Any]]], config: WorkflowCon
             case = replace(case, retention=True)
     # A case whose last stage is recorded but whose case-close is not (power lost between the two records)
     # stays open here: ``resume`` writes the missing close, so it is never closed without a record.
-    return WorkflowState(recording=False, case=case, selection=None, cases_opened=opened)
+    return WorkflowState(recording=False, case=case, selection=None, cases_opened=opened, officers=officers)
 
 
 def _replayed_case(case_id: str, body: Mapping[str, Any], config: WorkflowConfig) -> CaseState:
@@ -117,6 +123,8 @@ def status(state: WorkflowState, config: WorkflowConfig) -> dict[str, Any]:
     case = state.case
     selection = state.selection
     return {
+        "officer": state.officers.current(config.officer_id),
+        "officer_by": state.officers.by,
         "recording": state.recording,
         "cases_opened": state.cases_opened,
         "case": None

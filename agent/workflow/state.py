@@ -6,10 +6,11 @@ See agent/workflow/machine.py for the transitions and agent/workflow/replay.py f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.evidence.assignment import OfficerState
 from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.workflow.procedure import Procedure, StageSpec
 
@@ -103,6 +104,9 @@ class WorkflowState:
     case: CaseState | None = None
     selection: ReasonSelection | None = None
     cases_opened: int = 0  # numbers case ids; rebuilt by replay so ids never repeat
+    # The officer in effect (agent/evidence/assignment.py): from the newest ``officer-assigned`` record, else
+    # the config's officer_id. Rebuilt by replay.
+    officers: OfficerState = field(default_factory=OfficerState)
 
 
 def close_body(case: CaseState, officer: str, early: bool) -> dict[str, Any]:

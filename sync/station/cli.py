@@ -1,5 +1,8 @@
-"""``bodycam-station``: the station receiver and what it reports.
+"""``bodycam-station``: the station receiver, what it reports, and the technician's station-side provisioning.
 
+    bodycam-station init --dir DIR [--host NAME]... [--port N] [--bind ADDR] [--station-id ID] [--run-as USER]
+    bodycam-station enroll --config FILE REQUEST [--out BUNDLE] [--replace]
+    bodycam-station revoke --config FILE --device D
     bodycam-station broker-setup --dir DIR --port N [--bind ADDR] [--host NAME]... [--device D]... [--run-as USER]
     bodycam-station serve --config FILE [--validate-config]
     bodycam-station add-device --config FILE --device-id D --pubkey FILE [--replace]
@@ -7,10 +10,15 @@
     bodycam-station status --config FILE [--json]
     bodycam-station problems --config FILE [--device D] [--json]
     bodycam-station timeline --config FILE --device D [--json] [--profiles DIR]
+    bodycam-station assign --config FILE --device D --officer O   (sync/station/assign.py)
 
-Exit 0: done, nothing wrong. Exit 1: problems found (``status``/``problems``: open problems; ``timeline``:
+Exit 0: done, nothing wrong. Exit 1: problems found (``status``: open problems or a degraded/failed health
+report, not a merely stale one; ``problems``: open problems; ``timeline``:
 the ledger copy does not verify; ``serve``: the station's storage failed). Exit 2: wrong arguments, a bad
 config file or unreadable station data; one line says why. Never a traceback.
+
+``init``, ``enroll`` and ``revoke`` live in sync/station/provisioning.py (docs/provisioning.md);
+``broker-setup`` and ``add-device`` are their older, manual halves, kept for scripts that use them.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -37,7 +46,9 @@ from agent.timeline import case_timelines, render_timeline
 from agent.verify_cli import printable
 from firmware_config.profiles import load_profiles
 from firmware_config.station_config import StationConfig, load_station_config
+from sync.station.assign import ASSIGN_COMMANDS, add_assign_command, latest_assignments
 from sync.station.index import SqliteIndex
+from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
 from sync.station.report import device_statuses, enroll_device, render_problems, render_status
 from sync.station.store import FilesystemEvidenceStore
 
@@ -65,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--replace", action="store_true", help="replace a different key already enrolled")
     key = command("show-key", "print the station's acknowledgement public key (created if missing)")
     key.add_argument("--hex", action="store_true", help="64 hex digits instead of PEM")
-    status = command("status", "per device: key, last session, records, files, open problems, holes")
+    status = command("status", "per device: key, last health, last sync, records, files, backlog, open problems")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     problems = command("problems", "list the problems found, oldest first")
     problems.add_argument("--device", type=device_id_arg, help="only this device's")
@@ -87,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--device", type=device_id_arg, action="append", default=[], help="issue a device's "
                         "client certificate (repeatable)")
     broker.add_argument("--run-as", help="the user Mosquitto runs as when started as root (default mosquitto)")
+    add_provisioning_commands(commands)
+    add_assign_command(commands)
     return parser
 
 
@@ -155,7 +168,9 @@ def _show_key(config: StationConfig, args: argparse.Namespace) -> int:
 def _status(config: StationConfig, args: argparse.Namespace) -> int:
     index = _open_index(config)
     try:
-        statuses = device_statuses(index)
+        assigned = latest_assignments(config.index_path)
+        statuses = [replace(s, assigned_officer=(assigned[s.device.id].officer, assigned[s.device.id].issued_us))
+                    if s.device.id in assigned else s for s in device_statuses(index, SystemClock().now().wall_us)]
         enrolled = {s.device.id for s in statuses}
         stray = [p for p in index.problems() if p.resolved_us is None and p.device not in enrolled]
     finally:
@@ -166,8 +181,9 @@ def _status(config: StationConfig, args: argparse.Namespace) -> int:
                           "devices": [s.to_dict() for s in statuses], "other_open_problems": len(stray)}, indent=2))
     else:
         print(render_status(config.station_id, fingerprint, statuses, len(stray)))
-    open_problems = len(stray) + sum(s.open_problems for s in statuses)
-    return EXIT_PROBLEMS if open_problems else EXIT_OK
+    # Exit 1 on open problems or a degraded/failed health report; a stale report alone does not (see
+    # sync.station.report.STALE_AFTER_US).
+    return EXIT_PROBLEMS if stray or any(s.faulty for s in statuses) else EXIT_OK
 
 
 def _problems(config: StationConfig, args: argparse.Namespace) -> int:
@@ -213,6 +229,8 @@ def _timeline(config: StationConfig, args: argparse.Namespace) -> int:
 
 
 _COMMANDS: dict[str, Callable[[StationConfig, argparse.Namespace], int]] = {
+    **PROVISIONING_COMMANDS,
+    **ASSIGN_COMMANDS,
     "add-device": _add_device, "show-key": _show_key, "status": _status, "problems": _problems,
     "timeline": _timeline,
 }
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "broker-setup":
             return _broker_setup(args)
+        if args.command == "init":
+            return station_init(args)
         config = load_station_config(args.config)
         if args.command == "serve" and args.validate_config:
             from sync.station.service import make_client

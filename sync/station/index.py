@@ -20,12 +20,14 @@ from agent.errors import StoreError
 from agent.evidence.encoding import GENESIS_PREV
 from agent.evidence.fsutil import display_path
 from sync.station.model import (
+    DEVICE_FAULT,
     GAP,
     CaseUpdate,
     ChainHead,
     Claim,
     DeviceRow,
     FileRow,
+    HealthRow,
     ProblemRow,
     RecordRow,
     SessionRow,
@@ -69,6 +71,10 @@ CREATE TABLE IF NOT EXISTS problems (
     topic TEXT, at_us INTEGER NOT NULL, last_us INTEGER NOT NULL, repeats INTEGER NOT NULL DEFAULT 1,
     resolved_us INTEGER);
 CREATE INDEX IF NOT EXISTS problems_by_device ON problems (device, kind, seq);
+CREATE TABLE IF NOT EXISTS health (
+    device TEXT PRIMARY KEY, at_wall_us INTEGER NOT NULL, boot TEXT NOT NULL, state TEXT NOT NULL,
+    summary TEXT NOT NULL, clock_trusted INTEGER NOT NULL, checks TEXT NOT NULL, metrics TEXT NOT NULL,
+    line BLOB NOT NULL, received_us INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -115,6 +121,12 @@ class Index(Protocol):
                     topic: str | None, at_us: int) -> bool: ...
     def resolve_gaps(self, device: str, upto_seq: int, at_us: int) -> int: ...
     def problems(self, device: str | None = None) -> list[ProblemRow]: ...
+
+    # health
+    def put_health(self, row: HealthRow) -> bool: ...
+    def health(self, device: str) -> HealthRow | None: ...
+    def open_device_fault(self, device: str, obj: str, reason: str, topic: str | None, at_us: int) -> bool: ...
+    def resolve_device_faults(self, device: str, keep: Sequence[str], at_us: int) -> list[str]: ...
 
 
 class SqliteIndex:
@@ -374,3 +386,49 @@ class SqliteIndex:
         else:
             rows = self._db.execute(f"SELECT {columns} FROM problems WHERE device=? ORDER BY id", (device,))
         return [ProblemRow(*r) for r in rows]
+
+    # --- health ----------------------------------------------------------------------------------------------
+
+    def put_health(self, row: HealthRow) -> bool:
+        """Keep ``row`` if it is the device's newest report (a later ``at_wall_us``); True when it was kept."""
+        cursor = self._db.execute(
+            "INSERT INTO health (device, at_wall_us, boot, state, summary, clock_trusted, checks, metrics, line, "
+            "received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+            "at_wall_us=excluded.at_wall_us, boot=excluded.boot, state=excluded.state, summary=excluded.summary, "
+            "clock_trusted=excluded.clock_trusted, checks=excluded.checks, metrics=excluded.metrics, "
+            "line=excluded.line, received_us=excluded.received_us WHERE excluded.at_wall_us > health.at_wall_us",
+            (row.device, row.at_wall_us, row.boot, row.state, row.summary, int(row.clock_trusted),
+             json.dumps(row.checks), json.dumps(row.metrics), row.line, row.received_us),
+        )
+        return cursor.rowcount == 1
+
+    def health(self, device: str) -> HealthRow | None:
+        row = self._one("SELECT device, at_wall_us, boot, state, summary, clock_trusted, checks, metrics, line, "
+                        "received_us FROM health WHERE device=?", device)
+        if row is None:
+            return None
+        return HealthRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), json.loads(row[6]),
+                         json.loads(row[7]), bytes(row[8]), row[9])
+
+    def open_device_fault(self, device: str, obj: str, reason: str, topic: str | None, at_us: int) -> bool:
+        """One open device-fault problem per device and object: a later report only updates its reason and
+        counts a repeat. True when a new problem was opened."""
+        with self._write() as db:
+            found = db.execute("SELECT id FROM problems WHERE device=? AND kind=? AND object=? AND resolved_us IS NULL",
+                               (device, DEVICE_FAULT, obj)).fetchone()
+            if found is not None:
+                db.execute("UPDATE problems SET repeats=repeats+1, last_us=?, reason=? WHERE id=?",
+                           (at_us, reason, found[0]))
+                return False
+            db.execute("INSERT INTO problems (device, seq, object, kind, reason, topic, at_us, last_us) "
+                       "VALUES (?, NULL, ?, ?, ?, ?, ?, ?)", (device, obj, DEVICE_FAULT, reason, topic, at_us, at_us))
+            return True
+
+    def resolve_device_faults(self, device: str, keep: Sequence[str], at_us: int) -> list[str]:
+        """Resolve the device's open device-fault problems whose object is not in ``keep``; their objects."""
+        with self._write() as db:
+            rows = db.execute("SELECT id, object FROM problems WHERE device=? AND kind=? AND resolved_us IS NULL",
+                              (device, DEVICE_FAULT)).fetchall()
+            done = [(r[0], r[1]) for r in rows if r[1] not in keep]
+            db.executemany("UPDATE problems SET resolved_us=? WHERE id=?", [(at_us, i) for i, _ in done])
+        return [obj for _, obj in done]

@@ -26,8 +26,11 @@ LATE_UPLOAD = "late-upload"
 REJECTED_MESSAGE = "rejected-message"
 INCONSISTENT = "inconsistent"
 STATION_FAULT = "station-fault"
+# A device's signed health report says "degraded" or "failed": one open problem per device and failing
+# check (its object), resolved by the first report in which that check passes.
+DEVICE_FAULT = "device-fault"
 PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, MALFORMED, BAD_BYTES, LATE_UPLOAD,
-                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT)
+                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT)
 
 # Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
 # moved into quarantine. Only the first two are footage with an upload deadline.
@@ -115,6 +118,29 @@ class FileRow:
     size: int
     seq: int
     stored_us: int
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """A device's newest verified health report (by its ``at_wall_us``), parsed, with the line as received."""
+
+    device: str
+    at_wall_us: int  # the device's clock (trusted or not: see clock_trusted)
+    boot: str
+    state: str
+    summary: str
+    clock_trusted: bool
+    checks: list[dict[str, Any]]  # {"name", "ok", "detail"}
+    metrics: dict[str, int | float | None]
+    line: bytes
+    received_us: int  # the station's clock
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at_wall_us": self.at_wall_us, "boot": self.boot, "state": self.state, "summary": self.summary,
+            "clock_trusted": self.clock_trusted, "checks": self.checks, "metrics": self.metrics,
+            "received_us": self.received_us,
+        }
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from sync.protocol import (
     split_lines,
 )
 from sync.station.deadline import WorkingCalendar
+from sync.station.health import HealthIntake
 from sync.station.index import Index
 from sync.station.intake import RecordIntake
 from sync.station.model import REJECTED_MESSAGE, STATION_FAULT, UNKNOWN_DEVICE, DeviceRow, Outgoing
@@ -65,6 +66,7 @@ class Receiver:
         self.problems = ProblemLog(index, clock)
         self.intake = RecordIntake(store, index, self.problems, self.calendar, clock, config.max_pending_records)
         self.transfer = FileTransfer(store, index, self.problems, self.calendar, clock)
+        self.health = HealthIntake(index)
         self.fault: str | None = None
         self._fault_points: list[str] = []
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
@@ -200,6 +202,9 @@ class Receiver:
             return self._transferred(device.id, result)
         if parsed.kind == "done":
             return self._done(device, payload, topic)
+        if parsed.kind == "health":
+            self.health.take(device, payload, topic, received_us)  # no reply: it is retained, not a session step
+            return []
         raise ProtocolError(f"topic {topic}: no handler for {parsed.kind!r}")
 
     # --- sessions ---------------------------------------------------------------------------------------------

@@ -199,11 +199,12 @@ class Connection:
         except queue.Empty:
             return None
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Queue a QoS 1 message; raise ProtocolError when the connection is gone."""
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Queue a QoS 1 message (``retain``: the broker keeps it for later subscribers); raise ProtocolError
+        when the connection is gone."""
         if self.closed:
             raise ProtocolError(f"{self.broker}: connection closed; cannot publish to {topic}")
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ProtocolError(f"{self.broker}: cannot publish to {topic} ({mqtt.error_string(info.rc)})")
         self._published += 1

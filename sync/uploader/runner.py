@@ -3,7 +3,9 @@
 A pass refreshes the view of the ledger, retries spooled acks, takes in the acks that arrived since the
 last pass, and holds a session when there is something to send (records past what the station holds,
 files not acknowledged; the first pass of a run always asks the station). The connection stays open
-between passes and is rebuilt after it drops.
+between passes and is rebuilt after it drops (``run_forever`` rebuilds it even with nothing to send, so that
+what the station sends unasked arrives). Every pass hands a pending officer assignment from the station to
+the device (sync/uploader/assignment.py).
 
 Purges go through the custody after receipts: after a session in which files were acknowledged, at the
 start of a run (to finish a purge a crash interrupted), and otherwise at most every PURGE_RETRY_S while
@@ -23,10 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import BodycamError, ProtocolError
 from agent.evidence.custody import Custody, RetentionPolicy, purge_candidates
 from firmware_config.device_config import DeviceConfig
-from sync.protocol import parse_topic
+from sync.protocol import parse_topic, up_topic
 from sync.uploader.acks import AckHandler, UploadState
+from sync.uploader.assignment import AssignmentInbox, make_assignment_inbox
 from sync.uploader.connection import Connection
 from sync.uploader.custody_port import AckSpool, ReceiptWorker, spool_folder
+from sync.uploader.health import HealthForwarder
 from sync.uploader.ledger_view import LedgerView
 from sync.uploader.plan import files_to_offer
 from sync.uploader.session import Session, SessionStats
@@ -48,7 +52,8 @@ class Uploader:
     """``Uploader(config, custody, station_key).run_once(timeout)`` or ``.run_forever()``; ``stop`` ends both."""
 
     def __init__(self, config: DeviceConfig, custody: Custody, station_key: Ed25519PublicKey,
-                 stop: threading.Event | None = None, spool: AckSpool | None = None) -> None:
+                 stop: threading.Event | None = None, spool: AckSpool | None = None,
+                 assignments: AssignmentInbox | None = None) -> None:
         self.config = config
         self.settings = config.sync
         self.stop = stop or threading.Event()
@@ -57,11 +62,13 @@ class Uploader:
         self.worker = ReceiptWorker(custody, self.spool)
         self.state = UploadState()
         self.acks = AckHandler(config.device_id, station_key, self.view, self.state, self.worker)
+        self.assignments = assignments or make_assignment_inbox(config, station_key)
         self.policy = RetentionPolicy.from_settings(self.settings)
         self.conn: Connection | None = None
         self.sessions: deque[SessionStats] = deque(maxlen=SESSIONS_KEPT)  # the latest, for callers and tests
         self._last_purge = float("-inf")
         self._purge_due = self.settings.purge  # a purge a crash interrupted is finished at the first pass
+        self.health = HealthForwarder(config.health.report_path, config.device_id)
 
     # ---------------------------------------------------------------- one pass
 
@@ -76,8 +83,11 @@ class Uploader:
         self._take_events()
         acked_before = len(self.state.acked_sha256)
         result = PassResult(False, False)
-        if self._work_to_do():
+        if not self.forward_health():
+            result = PassResult(False, True)  # no broker: a session now would fail the same way
+        elif self._work_to_do():
             result = self._session(deadline)
+        self.assignments.deliver()  # one received during the session, or still pending (a case was open)
         if len(self.state.acked_sha256) > acked_before:
             self._purge_due = self.settings.purge
         self._maybe_purge()
@@ -97,7 +107,7 @@ class Uploader:
         try:
             conn = self._connection()
             session = Session(conn, self.settings, self.config.device_id, self.view, self.acks, self.state,
-                              self.stop, deadline)
+                              self.stop, deadline, assignments=self.assignments)
         except ProtocolError as exc:
             log.warning("sync pass: %s; trying again in %g s", exc, self.settings.retry_seconds)
             return PassResult(False, True)
@@ -113,6 +123,23 @@ class Uploader:
         self.sessions.append(stats)
         log.info("%s", stats.line())
         return PassResult(True, False, stats)
+
+    def forward_health(self) -> bool:
+        """Publish the health report (retained) if it changed or this is a new connection; False when the
+        broker cannot be reached. Before the session, so a failed self-test reaches the station first."""
+        line = self.health.due(self.conn if self.conn is not None and not self.conn.closed else None)
+        if line is None:
+            return True
+        try:
+            conn = self._connection()
+            conn.publish(up_topic(self.config.device_id, "health"), line, retain=True)
+        except ProtocolError as exc:
+            log.warning("health report not sent: %s; trying again in %g s", exc, self.settings.retry_seconds)
+            self._drop_connection()
+            return False
+        self.health.sent(conn, line)
+        log.info("health report sent to the station (%d bytes)", len(line))
+        return True
 
     def _drop_connection(self) -> None:
         if self.conn is not None:
@@ -147,6 +174,8 @@ class Uploader:
                 continue
             if kind == "ack":
                 self.acks.handle(event.payload)
+            elif kind == "assignment":
+                self.assignments.offer(event.payload)
             elif kind == "error":
                 log.warning("station refused a message: %s", event.payload[:200].decode("ascii", "replace"))
 
@@ -224,7 +253,20 @@ class Uploader:
         """A pass every ``scan_seconds`` (``retry_seconds`` after a failure) until ``stop`` is set."""
         while not self.stop.is_set():
             result = self.run_pass()
-            self.stop.wait(self.settings.retry_seconds if result.failed else self.settings.scan_seconds)
+            failed = result.failed or not self._listen()
+            self.stop.wait(self.settings.retry_seconds if failed else self.settings.scan_seconds)
+
+    def _listen(self) -> bool:
+        """Keep a connection while idle, so that what the station sends unasked (an officer assignment)
+        arrives; False when the broker cannot be reached."""
+        if self.conn is not None and not self.conn.closed:
+            return True
+        try:
+            self._connection()
+        except ProtocolError as exc:
+            log.warning("sync: %s; trying again in %g s", exc, self.settings.retry_seconds)
+            return False
+        return True
 
     def close(self) -> None:
         if self.conn is not None:

@@ -38,6 +38,7 @@ from sync.protocol import (
     up_topic,
 )
 from sync.uploader.acks import AckHandler, UploadState
+from sync.uploader.assignment import AssignmentInbox
 from sync.uploader.connection import Connection, Event
 from sync.uploader.ledger_view import LedgerView
 from sync.uploader.plan import LedgerLine, batches, files_to_offer
@@ -85,12 +86,14 @@ def _batches_with_seq(lines: list[LedgerLine], max_bytes: int) -> list[tuple[byt
 
 class Session:
     def __init__(self, conn: Connection, settings: SyncSettings, device_id: str, view: LedgerView,
-                 acks: AckHandler, state: UploadState, stop: threading.Event, deadline: float | None = None) -> None:
+                 acks: AckHandler, state: UploadState, stop: threading.Event, deadline: float | None = None,
+                 assignments: AssignmentInbox | None = None) -> None:
         self.conn = conn
         self.settings = settings
         self.device_id = device_id
         self.view = view
         self.acks = acks
+        self.assignments = assignments
         self.state = state
         self.stop = stop
         self.deadline = deadline
@@ -158,6 +161,9 @@ class Session:
             status = FileStatus.decode(event.payload)
             if self._pipeline is not None:
                 self._pipeline.on_status(status)
+        elif kind == "assignment":
+            if self.assignments is not None:
+                self.assignments.offer(event.payload)  # delivered to the device after the session
         elif kind == "error":
             notice = ErrorNotice.decode(event.payload)
             text = f"{notice.topic}: {notice.reason}"
@@ -220,10 +226,10 @@ class Session:
         week offline has hundreds of megabytes of ledger, which must not all sit in memory or at the broker.
         """
         head_seq = self.view.head[0]
-        limit = self.settings.batch_bytes
         max_packet = self.conn.info.max_packet
-        if max_packet is not None:
-            limit = min(limit, max_packet - PUBLISH_OVERHEAD_BYTES)
+        # A line longer than the batch target goes alone in its message; only the broker's limit refuses it.
+        fits = max_packet - PUBLISH_OVERHEAD_BYTES if max_packet is not None else None
+        limit = self.settings.batch_bytes if fits is None else min(self.settings.batch_bytes, fits)
         in_flight: deque[tuple[int, int]] = deque()  # (last seq, bytes) of each records message
         position, link = watermark, self.view.link_of(watermark) or GENESIS_PREV
         while position < head_seq:
@@ -232,7 +238,7 @@ class Session:
                 raise ProtocolError(f"ledger of {self.device_id}: changed while its records were being sent")
             for batch in _batches_with_seq(lines, max(1, limit)):
                 payload, last_seq = batch
-                if len(payload) > limit:
+                if fits is not None and len(payload) > fits:
                     raise ProtocolError(f"ledger line seq {last_seq} ({len(payload)} bytes) does not fit the "
                                         f"broker's maximum packet size {max_packet}")
                 while in_flight and sum(n for _, n in in_flight) + len(payload) > RECORDS_IN_FLIGHT_BYTES:
@@ -245,7 +251,7 @@ class Session:
             self.stats.records_sent += len(lines)
             position, link = lines[-1].seq, lines[-1].link
         bad = self.view.bad
-        if bad is not None and head_seq == self.view.head[0] and len(bad.raw) <= limit:
+        if bad is not None and head_seq == self.view.head[0] and (fits is None or len(bad.raw) <= fits):
             # Sent once on its own so that the station records the problem; nothing after it can be placed.
             log.error("ledger line %d does not parse (%s): sent alone for the station's report; nothing after seq "
                       "%d is uploaded (run bodycam-verify on the store)", bad.number, bad.reason, head_seq)

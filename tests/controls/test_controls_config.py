@@ -132,7 +132,8 @@ def test_pin_used_twice_names_both_keys() -> None:
     data["feedback"]["buzzer_pin"] = 17
     message = refused(data)
     assert message == (
-        f"{SOURCE}: key 'controls.feedback.buzzer_pin': pin 17 (GPIO17) is already used by controls.buttons.record.pin"
+        f"{SOURCE}: key 'controls.feedback.buzzer_pin': value 17: expected a pin no other button or output uses: "
+        "GPIO17 is already used by controls.buttons.record.pin"
     )
 
 
@@ -212,8 +213,10 @@ def test_validate_on_a_config_built_in_code() -> None:
     assert message.startswith("built-in: key ")
     assert "key 'controls.buttons.record': configured twice" in message
     assert "key 'controls.buttons.mark': missing" in message
-    assert "key 'controls.buttons.stage.pin': pin 17 (GPIO17) is already used by controls.buttons.record.pin" in message
-    assert "key 'controls.feedback.buzzer_pin': pin 23 (GPIO23) is already used by controls.feedback.led_pin" in message
+    assert "key 'controls.buttons.stage.pin': value 17: expected a pin no other button or output uses: GPIO17 is " \
+        "already used by controls.buttons.record.pin" in message
+    assert "key 'controls.feedback.buzzer_pin': value 23: expected a pin no other button or output uses: GPIO23 " \
+        "is already used by controls.feedback.led_pin" in message
     bad_name = ButtonConfig("panic", 5)  # type: ignore[arg-type]
     assert ("controls.buttons.panic", "unknown button name 'panic' (known: record, stage, mark)") in bad_name.problems()
 

@@ -248,7 +248,8 @@ def test_close_switches_everything_off(mock_factory: Any, hw: SimpleNamespace) -
 
 
 def test_bad_feedback_pins_are_config_errors(mock_factory: Any) -> None:
-    with pytest.raises(ConfigError, match=r"key 'controls.feedback.buzzer_pin': pin 23 \(GPIO23\) is already used"):
+    with pytest.raises(ConfigError, match=r"key 'controls.feedback.buzzer_pin': value 23: .*GPIO23 is already "
+                                          r"used"):
         FeedbackDriver(FeedbackConfig(led_pin=23, buzzer_pin=23), pin_factory=mock_factory)
     with pytest.raises(ConfigError, match=r"key 'controls.feedback.buzzer_pin': pin 'GPIO99' cannot be used"):
         FeedbackDriver(FeedbackConfig(led_pin=23, buzzer_pin="GPIO99"), pin_factory=mock_factory)

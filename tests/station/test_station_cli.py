@@ -93,9 +93,10 @@ def test_config_errors_exit_2_in_one_line(capsys: pytest.CaptureFixture[str], tm
     config = write_config(tmp_path, "[limits]\nmax_pending_records = 0\n")
     code, out, err = run(capsys, "status", "--config", config)
     assert (code, out) == (2, "")
-    assert one_line(err) == f"bodycam-station: {config}: key 'limits.max_pending_records': 0 is outside 1..10000000"
+    assert one_line(err) == f"bodycam-station: {config}: key 'limits.max_pending_records': value 0: " \
+                            "expected 1..10000000"
     code, _, err = run(capsys, "serve", "--config", write_config(tmp_path))
-    assert code == 2 and "key 'broker.ca': required to serve" in one_line(err)
+    assert code == 2 and "key 'broker.ca': value \"\": expected a file path: required to serve" in one_line(err)
 
 
 @pytest.fixture
@@ -119,10 +120,12 @@ def test_status_of_a_synced_device(capsys: pytest.CaptureFixture[str],
     lines = out.splitlines()
     assert lines[0] == "station station-test  ack key not created yet (serve or show-key creates it)"
     assert lines[1] == f"device {DEVICE}  key {seeded_key(1).fingerprint[:16]}..."
-    assert lines[2].startswith("  records 9 stored, watermark seq 9 ")
-    assert lines[3] == "  files 5 stored (327680 bytes), 0 awaited"
-    assert lines[4].startswith("  last session s1 at 20") and lines[4].endswith("clock offset +1.5 ms")
-    assert lines[5] == "  open problems 0"
+    assert lines[2] == "  health: no report received yet"
+    assert lines[3].startswith("  last sync: session s1 at 20")
+    assert lines[3].endswith(": 9 records, 5 files; clock offset +1.5 ms")
+    assert lines[4].startswith("  records 9 stored, watermark seq 9 ")
+    assert lines[5] == "  files 5 stored (327680 bytes); backlog 0 files (0 bytes) recorded and not received yet"
+    assert lines[6] == "  open problems 0"
     code, out, _ = run(capsys, "status", "--config", config, "--json")
     [device] = json.loads(out)["devices"]
     assert (device["records"], device["files_stored"], device["bytes_stored"], device["open_problems"]) == (
@@ -160,7 +163,7 @@ def test_problems_list_and_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 1
     assert [(p["kind"], p["seq"], p["reason"]) for p in json.loads(out)] == [("gap", 3, "records 3..9 missing")]
     code, out, _ = run(capsys, "status", "--config", config)
-    assert code == 1 and "  open problems 1, holes: records 3..9 missing" in out.splitlines()
+    assert code == 1 and "  open problems 1 (gap 1), holes: records 3..9 missing" in out.splitlines()
     assert "1 open problem(s) about messages from no enrolled device (see problems)" in out
 
 

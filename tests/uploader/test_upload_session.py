@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from broker_fixture import MosquittoBroker
-from helpers import seeded_key
+from helpers import FakeClock, seeded_key
 from upload_helpers import (
+    DEVICE,
     BrokerFactory,
     FakeStation,
     RecordingCustody,
@@ -25,6 +26,7 @@ from upload_helpers import (
 )
 
 from agent.evidence.keys import DeviceKey
+from agent.evidence.ledger import Ledger
 from agent.evidence.store import StoredFile
 from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from sync.uploader import session as session_module
@@ -189,6 +191,17 @@ def test_a_long_backlog_is_read_and_sent_a_slice_at_a_time(mosquitto: MosquittoB
     assert rig.station.lines == ledger_lines(rig.store)
     assert len(rig.station.records_messages) > len(ledger_lines(rig.store)) // 4
     assert all(len(m) <= 1024 or m.count(b"\n") == 1 for m in rig.station.records_messages)
+
+
+def test_a_line_longer_than_the_batch_target_goes_alone(mosquitto: MosquittoBroker, rig_factory) -> None:
+    rig = rig_factory(mosquitto, [10 * KIB], batch_kib=1)
+    with Ledger.open(rig.store, seeded_key(1), DEVICE, FakeClock(), boot_reason="test") as ledger:
+        ledger.append("event", {"kind": "note", "text": "x" * 3000})  # one line of about 3.3 KiB
+    long_lines = [line for line in ledger_lines(rig.store) if len(line) > 1024]
+    assert long_lines
+    assert rig.uploader.run_once(30)
+    assert rig.station.lines == ledger_lines(rig.store)
+    assert all(line in rig.station.records_messages for line in long_lines)  # each alone in its message
 
 
 def test_a_damaged_line_is_sent_alone_and_once_gives_up(mosquitto: MosquittoBroker, rig_factory,

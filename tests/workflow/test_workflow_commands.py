@@ -193,6 +193,8 @@ def test_status_for_the_control_socket(driver: Driver) -> None:
     driver.press(R, at_us=50_000_000)
     driver.press(S, at_us=51_000_000)
     assert status(driver.state, driver.config) == {
+        "officer": OFFICER,
+        "officer_by": "config",
         "recording": True,
         "cases_opened": 1,
         "case": {

@@ -1,0 +1,301 @@
+"""Officer assignment: which officer a device is issued to, as the station signs it and the ledger records it.
+
+The station signs an assignment with its acknowledgement key (the key every device already trusts) under a
+signature domain of its own, so it can pass neither for an acknowledgement nor for a ledger record. The device
+checks it (signature, about itself) and records it as an ``event`` record of kind ``officer-assigned`` that
+carries the signed line, so an auditor can check it again with the station's key. A dock assignment
+(``bodycam-agent ctl assign``) is recorded the same way with ``by: "dock"`` and no station signature.
+
+Which assignment is news (pure: :func:`judge_station`): a station assignment is recorded only when it was
+issued later than every station assignment already recorded. The retained message the broker hands out at
+every connect is therefore recorded once, and an older one (a retained message that a later assignment
+replaced, or one delivered late) changes nothing. Dock assignments do not take part in that comparison (the
+device's and the station's clocks need not agree): a station assignment issued after the last one recorded
+still replaces a dock assignment. The officer in effect is the one in the newest ``officer-assigned`` record;
+before any, the config's ``device.officer``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.errors import EncodingError, RecordFormatError, RefusedError, StoreError, VerificationError
+from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64, parse_canonical_json
+from agent.evidence.fsutil import display_path
+from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
+from agent.evidence.ledger import Ledger
+from agent.evidence.record import DEVICE_ID_PATTERN, SignedRecord, parse_line
+from agent.evidence.store import StoreLayout
+
+ASSIGNMENT_VERSION = 1
+ASSIGNMENT_DOMAIN = b"bodycam/station/v1/assignment\x00"
+ASSIGNMENT_KIND = "officer-assigned"  # the event record's kind
+MAX_ASSIGNMENT_BYTES = 4 * 1024
+MAX_OFFICER_CHARS = 64
+DOCK = "dock"
+_SERIAL = re.compile(r"[0-9a-f]{32}\Z")
+_FIELDS = {"v", "type", "station", "key", "device", "officer", "issued_wall_us", "serial"}
+
+
+def officer_problem(officer: object) -> str | None:
+    """Why ``officer`` is not a usable officer id (the rule of the device config's ``device.officer``)."""
+    if not isinstance(officer, str):
+        return "the officer id must be text"
+    if not officer.strip() or not officer.isprintable() or len(officer) > MAX_OFFICER_CHARS:
+        return f"the officer id {officer[:80]!r} is not printable text of 1-{MAX_OFFICER_CHARS} characters"
+    return None
+
+
+def new_serial() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The station's statement: ``officer`` carries device ``device`` from ``issued_wall_us`` (station clock)."""
+
+    station: str
+    key: str  # fingerprint of the station's public key
+    device: str
+    officer: str
+    issued_wall_us: int
+    serial: str  # 32 hex digits, random per assignment
+
+    def to_payload(self) -> bytes:
+        return canonical_json({
+            "v": ASSIGNMENT_VERSION, "type": "officer-assignment", "station": self.station, "key": self.key,
+            "device": self.device, "officer": self.officer, "issued_wall_us": self.issued_wall_us,
+            "serial": self.serial,
+        })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SignedAssignment:
+    assignment: Assignment
+    payload: bytes
+    signature: bytes
+
+    def text(self) -> str:
+        """``payload TAB signature-hex``, as a record carries it."""
+        return self.payload.decode("ascii") + "\t" + self.signature.hex()
+
+    def to_line(self) -> bytes:
+        return (self.text() + "\n").encode("ascii")
+
+
+def sign_assignment(assignment: Assignment, key: DeviceKey) -> SignedAssignment:
+    problem = officer_problem(assignment.officer)
+    if problem is not None:
+        raise RecordFormatError(f"assignment: {problem}")
+    payload = assignment.to_payload()
+    return SignedAssignment(assignment, payload, key.sign(payload, domain=ASSIGNMENT_DOMAIN))
+
+
+def _check(ok: bool, name: str, item: Any) -> None:
+    if not ok:
+        raise RecordFormatError(f"assignment: field {name!r}: {str(item)[:80]!r} is not valid")
+
+
+def parse_assignment(line: bytes) -> SignedAssignment:
+    """Parse an assignment line (format only; see :func:`verify_assignment` for the signature)."""
+    if len(line) > MAX_ASSIGNMENT_BYTES:
+        raise RecordFormatError(f"assignment: {len(line)} bytes, more than the {MAX_ASSIGNMENT_BYTES} allowed")
+    body = line[:-1] if line.endswith(b"\n") else line
+    payload, tab, sig_hex = body.rpartition(b"\t")
+    if not tab or not re.fullmatch(rb"[0-9a-f]{128}", sig_hex):
+        raise RecordFormatError("assignment: not 'payload TAB signature-hex'")
+    try:
+        value = parse_canonical_json(payload)
+    except EncodingError as exc:
+        raise RecordFormatError(f"assignment: {exc}") from None
+    if not isinstance(value, dict):
+        raise RecordFormatError("assignment: not a JSON object")
+    if set(value) != _FIELDS:
+        odd = sorted(set(value) ^ _FIELDS)[0]
+        raise RecordFormatError(f"assignment: field {odd!r} is {'unknown' if odd in value else 'missing'}")
+    _check(value["v"] == ASSIGNMENT_VERSION, "v", value["v"])
+    _check(value["type"] == "officer-assignment", "type", value["type"])
+    station = value["station"]
+    _check(isinstance(station, str) and bool(DEVICE_ID_PATTERN.match(station)), "station", station)
+    _check(is_hex64(value["key"]), "key", value["key"])
+    device = value["device"]
+    _check(isinstance(device, str) and bool(DEVICE_ID_PATTERN.match(device)), "device", device)
+    problem = officer_problem(value["officer"])
+    if problem is not None:
+        raise RecordFormatError(f"assignment: field 'officer': {problem}")
+    issued = value["issued_wall_us"]
+    _check(isinstance(issued, int) and not isinstance(issued, bool) and 0 <= issued <= MAX_SAFE_INTEGER,
+           "issued_wall_us", issued)
+    _check(isinstance(value["serial"], str) and bool(_SERIAL.match(value["serial"])), "serial", value["serial"])
+    assignment = Assignment(station, value["key"], device, value["officer"], issued, value["serial"])
+    return SignedAssignment(assignment, payload, bytes.fromhex(sig_hex.decode("ascii")))
+
+
+def verify_assignment(signed: SignedAssignment, station_key: Ed25519PublicKey, device: str) -> None:
+    """Raise VerificationError unless the assignment is signed by ``station_key`` and is about ``device``."""
+    a = signed.assignment
+    what = f"officer assignment {a.serial[:8]} from station {a.station!r}"
+    if a.key != fingerprint(public_key_raw(station_key)):
+        raise VerificationError(f"{what}: signed by another station key ({a.key[:16]}...); nothing recorded")
+    if not verify_signature(station_key, signed.payload, signed.signature, domain=ASSIGNMENT_DOMAIN):
+        raise VerificationError(f"{what}: signature invalid; nothing recorded")
+    if a.device != device:
+        raise VerificationError(f"{what}: about device {a.device!r}, not {device!r}; nothing recorded")
+
+
+# --- the officer in effect, from the ledger (pure) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfficerState:
+    """What the ledger's ``officer-assigned`` records say: the officer in effect (None: the config's default),
+    who assigned it, and the newest station assignment recorded (its issue time and serial)."""
+
+    officer: str | None = None
+    by: str = "config"
+    station_issued_wall_us: int = -1
+    station_serial: str = ""
+
+    def current(self, default: str) -> str:
+        return self.officer if self.officer is not None else default
+
+    def after(self, body: Mapping[str, Any]) -> OfficerState:
+        """This state after an ``officer-assigned`` record with ``body`` (a malformed one changes nothing)."""
+        officer, by = body.get("officer"), body.get("by")
+        if officer_problem(officer) is not None or not isinstance(by, str):
+            return self
+        assert isinstance(officer, str)
+        issued, serial = body.get("issued_wall_us"), body.get("serial")
+        if by != DOCK and isinstance(issued, int) and isinstance(serial, str):
+            if issued > self.station_issued_wall_us:
+                return OfficerState(officer, by, issued, serial)
+            return self  # recorded out of order: never happens on a device, and never goes backwards
+        return OfficerState(officer, by, self.station_issued_wall_us, self.station_serial)
+
+
+def is_assignment(record_type: str, body: Mapping[str, Any]) -> bool:
+    return record_type == "event" and body.get("kind") == ASSIGNMENT_KIND
+
+
+def officer_state(records: Iterable[tuple[str, Mapping[str, Any]]]) -> OfficerState:
+    """Fold the ledger's ``(record_type, body)`` pairs, oldest first, into the officer in effect."""
+    state = OfficerState()
+    for record_type, body in records:
+        if is_assignment(record_type, body):
+            state = state.after(body)
+    return state
+
+
+def open_case(records: Iterable[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """The case id of a case opened and not closed in these records, or None."""
+    case: str | None = None
+    for record_type, body in records:
+        if record_type == "case-open" and isinstance(body.get("case_id"), str):
+            case = str(body["case_id"])
+        elif record_type == "case-close" and body.get("case_id") == case:
+            case = None
+    return case
+
+
+class Verdict(enum.Enum):
+    RECORD = "recorded"
+    IN_EFFECT = "in-effect"  # this very assignment is the newest station assignment recorded
+    OLDER = "older"  # issued before the newest station assignment recorded: ignored
+
+
+def judge_station(assignment: Assignment, state: OfficerState, case_id: str | None) -> Verdict:
+    """Whether a verified station assignment is recorded; RefusedError while a case is open.
+
+    A duplicate or an older assignment is judged before the case: it would change nothing anyway."""
+    if assignment.serial == state.station_serial:
+        return Verdict.IN_EFFECT
+    if assignment.issued_wall_us <= state.station_issued_wall_us:
+        return Verdict.OLDER
+    refuse_in_case(case_id, assignment.officer)
+    return Verdict.RECORD
+
+
+def refuse_in_case(case_id: str | None, officer: str) -> None:
+    """An officer change in the middle of a case would split its records between two officers: refused."""
+    if case_id is not None:
+        raise RefusedError(
+            f"case {case_id} is open: officer {officer!r} is assigned once it is closed (nothing recorded)"
+        )
+
+
+def station_body(signed: SignedAssignment, previous: str) -> dict[str, Any]:
+    """The ``event`` record body of a verified station assignment."""
+    a = signed.assignment
+    return {
+        "kind": ASSIGNMENT_KIND, "officer": a.officer, "previous_officer": previous, "by": f"station {a.station}",
+        "station": a.station, "station_key": a.key, "issued_wall_us": a.issued_wall_us, "serial": a.serial,
+        "assignment": signed.text(),
+    }  # fmt: skip
+
+
+def dock_body(officer: str, previous: str, now_wall_us: int) -> dict[str, Any]:
+    """The ``event`` record body of a dock assignment (no station signature: the device's own record)."""
+    problem = officer_problem(officer)
+    if problem is not None:
+        raise RecordFormatError(f"assignment: {problem}")
+    return {"kind": ASSIGNMENT_KIND, "officer": officer, "previous_officer": previous, "by": DOCK,
+            "issued_wall_us": now_wall_us}
+
+
+def verdict_text(verdict: Verdict, officer: str, seq: int | None = None) -> str:
+    if verdict is Verdict.RECORD:
+        return f"officer {officer!r} assigned (record seq {seq})"
+    if verdict is Verdict.IN_EFFECT:
+        return f"officer {officer!r}: this assignment is already recorded; nothing recorded"
+    return f"officer {officer!r}: a later station assignment is already recorded; this older one is ignored"
+
+
+def state_of_records(records: Sequence[SignedRecord]) -> tuple[OfficerState, str | None]:
+    """(officer state, open case) of a ledger's records, oldest first."""
+    pairs = [(r.record.type, r.record.body) for r in records]
+    return officer_state(pairs), open_case(pairs)
+
+
+def officer_in_store(store: Path, default: str) -> str:
+    """The officer in effect by the store's ledger, reading only the lines that can be assignments (cheap
+    enough to run before the camera is armed at start; damaged lines are skipped, as read_records does)."""
+    path = StoreLayout(store).ledger_path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return default
+    except OSError as exc:
+        raise StoreError(f"ledger {display_path(path)}: cannot be read ({exc.strerror})") from None
+    mark = f'"kind":"{ASSIGNMENT_KIND}"'.encode("ascii")
+    pairs = []
+    for line in data.splitlines():
+        if mark in line:
+            try:
+                signed = parse_line(line)
+            except RecordFormatError:
+                continue
+            pairs.append((signed.record.type, signed.record.body))
+    return officer_state(pairs).current(default)
+
+
+def record_station_assignment(
+    ledger: Ledger, signed: SignedAssignment, station_key: Ed25519PublicKey, default_officer: str,
+    records: Sequence[SignedRecord],
+) -> tuple[Verdict, SignedRecord | None]:
+    """Check a station assignment and append its record to ``ledger`` when it is news (see the module
+    docstring); ``records``: the ledger's records, read after it was opened. VerificationError or
+    RefusedError: nothing recorded."""
+    verify_assignment(signed, station_key, ledger.device_id)
+    state, case_id = state_of_records(records)
+    verdict = judge_station(signed.assignment, state, case_id)
+    if verdict is not Verdict.RECORD:
+        return verdict, None
+    return verdict, ledger.append("event", station_body(signed, state.current(default_officer)))

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Put the body-camera software in place on a device (a Pi) or a station: `make install ROLE=device|station`.
+#
+#   scripts/install.sh device|station [--destdir DIR] [--no-venv]
+#
+# What it does (every step is safe to repeat; nothing that exists is overwritten except the program files):
+#   - copies the project to /opt/bodycam and makes its virtualenv there (on a Pi with --system-site-packages
+#     and the [pi] extra, so picamera2 and libcamera's bindings from the OS are visible);
+#   - device: the `bodycam` user (groups video, gpio; the groups are created when the OS has none),
+#     /etc/bodycam, the agent and uploader units;
+#   - station: Mosquitto (apt) when absent, the `bodycam-station` user, /etc/bodycam-station, the receiver and
+#     broker units;
+#   - systemctl daemon-reload. Units are NOT enabled here: provisioning comes first (docs/provisioning.md).
+#
+# --destdir DIR installs below DIR instead of / and skips users, apt and systemctl (packaging and the tests);
+# --no-venv skips the virtualenv.
+set -euo pipefail
+
+usage() { echo "usage: scripts/install.sh device|station [--destdir DIR] [--no-venv]" >&2; exit 2; }
+
+role=${1:-}
+[ "$role" = device ] || [ "$role" = station ] || usage
+shift
+destdir=""
+venv=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --destdir) [ $# -ge 2 ] || usage; destdir=$(realpath -m "$2"); shift 2 ;;
+    --no-venv) venv=0; shift ;;
+    *) echo "install: unknown option $1" >&2; usage ;;
+  esac
+done
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+prefix="$destdir/opt/bodycam"
+say() { echo "install: $*"; }
+
+if [ -z "$destdir" ] && [ "$(id -u)" != 0 ]; then
+  echo "install: run as root (sudo make install ROLE=$role), or give --destdir" >&2
+  exit 2
+fi
+
+# The program: the tracked files of this checkout (no virtualenv, caches or demo output).
+install -d -m 0755 "$prefix"
+if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$here" && git ls-files -z | xargs -0 cp --parents -t "$prefix")
+else
+  (cd "$here" && tar --exclude=.venv --exclude=.demo --exclude='*_cache' --exclude=.git -cf - .) | tar -xf - -C "$prefix"
+fi
+say "program in $prefix"
+
+on_pi=0
+if grep -qs "Raspberry Pi" /proc/device-tree/model; then on_pi=1; fi
+if [ "$venv" = 1 ]; then
+  if [ "$on_pi" = 1 ]; then
+    python3 -m venv --system-site-packages "$prefix/.venv"
+    "$prefix/.venv/bin/python" -m pip install -q "$prefix[pi]"
+  else
+    python3 -m venv "$prefix/.venv"
+    "$prefix/.venv/bin/python" -m pip install -q "$prefix"
+  fi
+  say "virtualenv in $prefix/.venv"
+fi
+
+units="$destdir/etc/systemd/system"
+install -d -m 0755 "$units"
+if [ "$role" = device ]; then
+  wanted="bodycam-agent.service bodycam-sync.service"
+  install -d -m 0755 "$destdir/etc/bodycam"
+else
+  wanted="bodycam-station.service bodycam-broker.service"
+  install -d -m 0755 "$destdir/etc/bodycam-station"
+fi
+for unit in $wanted; do
+  install -m 0644 "$here/systemd/$unit" "$units/$unit"
+done
+say "units: $wanted"
+
+if [ -n "$destdir" ]; then
+  say "--destdir: no users, packages or systemctl"
+  exit 0
+fi
+
+group_exists() { getent group "$1" >/dev/null; }
+if [ "$role" = device ]; then
+  for group in video gpio bodycam; do
+    group_exists "$group" || groupadd --system "$group"
+  done
+  if ! id bodycam >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/bodycam --no-create-home --shell /usr/sbin/nologin \
+      --gid bodycam --groups video,gpio bodycam
+  fi
+  next="sudo $prefix/.venv/bin/bodycam-provision init --dir /etc/bodycam ... (docs/provisioning.md)"
+else
+  if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+  fi
+  # The package's own broker would hold port 1883 with no TLS: the station's broker replaces it.
+  systemctl disable --now mosquitto.service 2>/dev/null || true
+  if ! id bodycam-station >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/bodycam-station --no-create-home --shell /usr/sbin/nologin \
+      --user-group bodycam-station
+  fi
+  next="sudo $prefix/.venv/bin/bodycam-station init --dir /etc/bodycam-station ... (docs/provisioning.md)"
+fi
+systemctl daemon-reload
+say "done; next: $next"

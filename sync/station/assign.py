@@ -1,0 +1,185 @@
+"""``bodycam-station assign --config FILE --device D --officer O``: assign the officer who carries a device.
+
+The station signs the assignment with its acknowledgement key (agent/evidence/assignment.py) and publishes it
+RETAINED at QoS 1 on ``bodycam/D/down/assignment`` through its broker, with the receiver's client certificate
+(user ``station``, which the ACL lets write ``bodycam/+/down/#``) under a client id of its own, so that the
+running receiver's session is not disturbed. The broker keeps the newest assignment per device and hands it
+to the device's uploader at every connect; the device records it once. Only after the broker's PUBACK is the
+assignment stored in the station's index (table ``assignments``), where ``status`` can show it.
+
+An unknown or revoked device, an officer id that is not printable text of 1-64 characters, or no
+acknowledgement key: refused, nothing published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sqlite3
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.cliargs import device_id_arg
+from agent.errors import ConfigError, KeyFileError, ProtocolError, StoreError, UsageError
+from agent.evidence.assignment import Assignment, SignedAssignment, new_serial, officer_problem, sign_assignment
+from agent.evidence.clock import SystemClock
+from agent.evidence.fsutil import display_path
+from agent.evidence.keys import load_device_key
+from firmware_config.station_config import StationConfig, require_broker_tls
+from sync.protocol import down_topic
+from sync.station.index import SqliteIndex
+
+TIMEOUT_S = 15.0
+_TABLE = """
+CREATE TABLE IF NOT EXISTS assignments (
+    device TEXT NOT NULL, serial TEXT NOT NULL, officer TEXT NOT NULL, issued_us INTEGER NOT NULL,
+    line TEXT NOT NULL, PRIMARY KEY (device, serial)) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class AssignmentRow:
+    device: str
+    officer: str
+    issued_us: int
+    serial: str
+
+
+def signed_assignment(config: StationConfig, device: str, officer: str, now_us: int) -> SignedAssignment:
+    """Check the device and the officer against the index and sign; UsageError says what is refused."""
+    problem = officer_problem(officer)
+    if problem is not None:
+        raise UsageError(f"--officer: {problem}; nothing published")
+    if not config.index_path.exists():
+        raise UsageError(f"station data {display_path(config.data)}: no index yet; device {device} is not enrolled")
+    index = SqliteIndex(config.index_path)
+    try:
+        row = index.device(device)
+    finally:
+        index.close()
+    if row is None:
+        raise UsageError(f"device {device}: not enrolled at this station; nothing published")
+    if row.revoked:
+        raise UsageError(f"device {device}: revoked; nothing published")
+    if not config.key.exists():
+        raise KeyFileError(f"key file {display_path(config.key)}: the station has no acknowledgement key yet "
+                           "(devices could not check an assignment); nothing published")
+    key = load_device_key(config.key)
+    assignment = Assignment(config.station_id, key.fingerprint, device, officer, now_us, new_serial())
+    return sign_assignment(assignment, key)
+
+
+def publish_retained(config: StationConfig, topic: str, payload: bytes, timeout: float = TIMEOUT_S) -> None:
+    """Publish ``payload`` retained at QoS 1 and wait for the broker's PUBACK; ProtocolError when it did not
+    take it (not reachable, refused the connection, or refused the message)."""
+    ca, cert, key = require_broker_tls(config)
+    broker = f"broker {config.broker.host}:{config.broker.port}"
+    events: queue.Queue[tuple[str, ReasonCode]] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{config.broker.client_id}-assign-{new_serial()[:8]}",
+                         protocol=mqtt.MQTTv5)
+    client.suppress_exceptions = True
+
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
+        events.put(("connected", reason))
+
+    def on_publish(_c: Any, _u: Any, _mid: int, reason: ReasonCode, _p: Properties | None) -> None:
+        events.put(("published", reason))
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
+        events.put(("disconnected", reason))
+
+    client.on_connect, client.on_publish, client.on_disconnect = on_connect, on_publish, on_disconnect
+    try:
+        client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{config.source}: keys 'broker.ca/cert/key': cannot load the TLS files ({exc})") from None
+    client.connect_timeout = timeout
+    try:
+        client.connect(config.broker.host, config.broker.port, keepalive=30, clean_start=True)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ProtocolError(f"{broker}: cannot connect ({exc}); nothing published") from None
+    client.loop_start()
+    try:
+        _expect(events, "connected", timeout, broker, "CONNACK")
+        info = client.publish(topic, payload, qos=1, retain=True)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ProtocolError(f"{broker}: cannot publish to {topic} ({mqtt.error_string(info.rc)})")
+        _expect(events, "published", timeout, broker, f"PUBACK for {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _expect(events: queue.Queue[tuple[str, ReasonCode]], kind: str, timeout: float, broker: str, what: str) -> None:
+    try:
+        got, reason = events.get(timeout=timeout)
+    except queue.Empty:
+        raise ProtocolError(f"{broker}: no {what} within {timeout:g} s; the assignment may not be kept") from None
+    if got != kind or reason.is_failure:
+        raise ProtocolError(f"{broker}: {what}: {got} ({reason}); the assignment was not taken")
+
+
+def record_assignment(config: StationConfig, signed: SignedAssignment) -> None:
+    """Keep the published assignment in the index (its own table, beside the receiver's)."""
+    a = signed.assignment
+    try:
+        db = sqlite3.connect(config.index_path, isolation_level=None, timeout=10.0)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_TABLE)
+            db.execute("INSERT OR IGNORE INTO assignments (device, serial, officer, issued_us, line) "
+                       "VALUES (?, ?, ?, ?, ?)", (a.device, a.serial, a.officer, a.issued_wall_us, signed.text()))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"index {display_path(config.index_path)}: assignment of {a.officer!r} to {a.device} was "
+                         f"published but not recorded here ({exc})") from None
+
+
+def latest_assignments(index_path: Path) -> dict[str, AssignmentRow]:
+    """The newest assignment published per device (for ``status``); empty when none was ever published."""
+    if not index_path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'assignments'").fetchone() is None:
+            return {}
+        rows = db.execute("SELECT device, officer, issued_us, serial FROM assignments ORDER BY issued_us")
+        return {r[0]: AssignmentRow(r[0], r[1], r[2], r[3]) for r in rows}
+    finally:
+        db.close()
+
+
+def assign(config: StationConfig, device: str, officer: str) -> SignedAssignment:
+    signed = signed_assignment(config, device, officer, SystemClock().now().wall_us)
+    publish_retained(config, down_topic(device, "assignment"), signed.to_line())
+    record_assignment(config, signed)
+    return signed
+
+
+def _assign_command(config: StationConfig, args: argparse.Namespace) -> int:
+    signed = assign(config, args.device, args.officer)
+    a = signed.assignment
+    print(f"device {a.device}: officer {a.officer!r} assigned by station {a.station} (serial {a.serial}); "
+          "published retained, the device records it at its next connect")
+    return 0
+
+
+def add_assign_command(commands: Any) -> None:
+    """``assign`` on ``bodycam-station``'s sub-command parser."""
+    text = "assign the officer who carries a device (signed, published retained to the device)"
+    sub = commands.add_parser("assign", help=text, description=text)
+    sub.add_argument("--config", type=Path, required=True, help="the station's TOML config file")
+    sub.add_argument("--device", type=device_id_arg, required=True, help="the device id")
+    sub.add_argument("--officer", required=True, help="the officer id (printable, 1-64 characters)")
+
+
+ASSIGN_COMMANDS: dict[str, Callable[[StationConfig, argparse.Namespace], int]] = {"assign": _assign_command}

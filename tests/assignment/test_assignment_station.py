@@ -1,0 +1,106 @@
+"""``bodycam-station assign`` against a real Mosquitto: what it publishes (retained, signed, checkable), and
+what it refuses without publishing anything."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from broker_fixture import connect
+from helpers import dump_toml, seeded_key
+from sync_world import SyncWorld
+
+from agent.evidence.assignment import parse_assignment, verify_assignment
+from firmware_config.station_config import load_station_config
+from sync.broker import free_port
+from sync.protocol import down_topic
+from sync.station.assign import latest_assignments
+from sync.station.cli import main as station_main
+from sync.station.index import SqliteIndex
+
+DEVICE_KEY = seeded_key(1)
+
+
+def retained(world: SyncWorld, device: str) -> list[tuple[bytes, bool]]:
+    client = connect(world.broker, device, client_id=f"look-{device}")
+    try:
+        client.subscribe_wait(down_topic(device, "assignment"))
+        got = []
+        while (message := client.next_message(timeout=0.3)) is not None:
+            got.append((message.payload, message.retain))
+        return got
+    finally:
+        client.close()
+
+
+def test_assign_publishes_a_retained_signed_assignment_and_records_it(assign_world: SyncWorld) -> None:
+    world = assign_world
+    world.enroll("cam-0001", DEVICE_KEY)
+    result = world.station_cli("assign", "--device", "cam-0001", "--officer", "B5678")
+    assert "serial" in result.stdout
+    [(payload, retain)] = retained(world, "cam-0001")
+    assert retain is True
+    signed = parse_assignment(payload)
+    verify_assignment(signed, world.station_key.public_key, "cam-0001")
+    assert signed.assignment.officer == "B5678" and signed.assignment.station == "station-t"
+    # The station index keeps it; a second assignment replaces the retained one at the broker.
+    world.station_cli("assign", "--device", "cam-0001", "--officer", "C0002")
+    [(payload, _)] = retained(world, "cam-0001")
+    assert parse_assignment(payload).assignment.officer == "C0002"
+    latest = latest_assignments(world.data / "index.sqlite")
+    assert latest["cam-0001"].officer == "C0002"
+    assert len(world.query("SELECT serial FROM assignments WHERE device = 'cam-0001'")) == 2
+    # status shows the officer this station assigned last, in text and JSON
+    text = world.station_cli("status", check=False).stdout
+    assert "officer assigned: C0002 (by this station at" in text
+    [device] = json.loads(world.station_cli("status", "--json", check=False).stdout)["devices"]
+    assert device["assigned_officer"]["officer"] == "C0002"
+
+
+def test_unknown_revoked_and_unreachable_are_refused_with_nothing_published(
+    assign_world: SyncWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = assign_world
+    for device in ("cam-0002", "cam-0003"):
+        world.enroll(device, DEVICE_KEY)
+    index = SqliteIndex(world.data / "index.sqlite")
+    try:
+        row = index.device("cam-0002")
+        assert row is not None
+        index.put_device(replace(row, revoked=True))
+    finally:
+        index.close()
+
+    def assign(config: Path, device: str, officer: str) -> tuple[int, str]:
+        code = station_main(["assign", "--config", str(config), "--device", device, "--officer", officer])
+        return code, capsys.readouterr().err
+
+    for device, officer, why in (("cam-0404", "B1", "not enrolled"), ("cam-0002", "B1", "revoked"),
+                                 ("cam-0003", "", "officer id"), ("cam-0003", "x" * 65, "officer id"),
+                                 ("cam-0003", "B\n1", "officer id")):
+        code, err = assign(world.config, device, officer)
+        assert code == 2 and why in err, err
+    # The broker away: refused, and not recorded as published.
+    config = load_station_config(world.config)
+    away = tmp_path / "away.toml"
+    away.write_text(dump_toml({
+        "station": {"id": "station-t", "data": str(world.data), "key": str(world.station_key_path)},
+        "broker": {"host": "127.0.0.1", "port": free_port(), "ca": str(config.broker.ca),
+                   "cert": str(config.broker.cert), "key": str(config.broker.key)},
+    }))
+    code, err = assign(away, "cam-0003", "C2")
+    assert code == 2 and "cannot connect" in err, err
+    # A certificate the ACL does not let write the device's down topics (a device's): the broker refuses it.
+    ca, cert, key = world.broker.client_tls("cam-0009")
+    denied = tmp_path / "denied.toml"
+    denied.write_text(dump_toml({
+        "station": {"id": "station-t", "data": str(world.data), "key": str(world.station_key_path)},
+        "broker": {"host": "127.0.0.1", "port": world.broker.port, "ca": str(ca), "cert": str(cert), "key": str(key)},
+    }))
+    code, err = assign(denied, "cam-0003", "C3")
+    assert code == 2 and "Not authorized" in err and "not taken" in err, err
+    assert latest_assignments(world.data / "index.sqlite") == {}
+    for device in ("cam-0404", "cam-0002", "cam-0003"):
+        assert retained(world, device) == []

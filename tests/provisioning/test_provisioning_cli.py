@@ -1,0 +1,200 @@
+"""The provisioning commands in-process: both inits are idempotent, and every refused input changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from firmware_config.device_config import load_device_config
+from firmware_config.provision_cli import main as provision
+from firmware_config.station_config import load_station_config
+from sync.station.cli import main as station
+from sync.station.index import SqliteIndex
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    """Every file under the folders and its SHA-256: what a refused command must leave as it was."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for folder in folders if folder.exists()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def station_state(root: Path) -> tuple[dict[str, str], list[object]]:
+    """The station's files (not the SQLite file, whose bytes change when opened) and its enrolled devices."""
+    index = SqliteIndex(root / "station" / "data" / "index.sqlite")
+    try:
+        devices: list[object] = list(index.devices())
+    finally:
+        index.close()
+    return snapshot(root / "station" / "broker"), devices
+
+
+def station_init(root: Path, *extra: str) -> int:
+    return station(["init", "--dir", str(root / "station"), "--port", "18883", *extra])
+
+
+def device_init(root: Path, device: str = "cam-1", folder: str = "device", *extra: str) -> int:
+    return provision(["init", "--dir", str(root / folder), "--device-id", device, "--hardware", "synthetic",
+                      "--store", str(root / folder / "store"), *extra])
+
+
+def enroll(root: Path, device: str = "cam-1", folder: str = "device", *extra: str) -> int:
+    return station(["enroll", "--config", str(root / "station" / "station.toml"),
+                    str(root / folder / f"{device}.request.json"), "--out", str(root / f"{device}.bundle.json"),
+                    *extra])
+
+
+def test_station_init_twice_changes_nothing_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert station_init(tmp_path, "--station-id", "st-1") == 0
+    first = snapshot(tmp_path)
+    capsys.readouterr()
+
+    assert station_init(tmp_path) == 0
+
+    assert "already initialised; nothing changed" in capsys.readouterr().out
+    assert snapshot(tmp_path) == first
+    folder = tmp_path / "station"
+    for key in ("ack.key", "broker/ca.key", "broker/server.key", "broker/station.key"):
+        assert stat.S_IMODE((folder / key).stat().st_mode) == 0o600
+    config = load_station_config(folder / "station.toml")
+    assert (config.station_id, config.broker.port, config.broker.ca) == ("st-1", 18883, folder / "broker/ca.crt")
+    conf = (folder / "broker" / "mosquitto.conf").read_text().splitlines()
+    for line in ("require_certificate true", "use_identity_as_username true", f"crlfile {folder}/broker/crl.pem",
+                 f"acl_file {folder}/broker/acl"):
+        assert line in conf
+
+
+@pytest.mark.parametrize("extra", [["--station-id", "other"], ["--port", "18884"]])
+def test_station_init_refuses_to_contradict_an_existing_station_toml(
+        tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert station_init(tmp_path) == 0
+    before = snapshot(tmp_path)
+    assert station(["init", "--dir", str(tmp_path / "station"), *extra]) == 2
+    assert "station.toml: key" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def test_device_init_twice_changes_nothing_and_refuses_another_identity(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert device_init(tmp_path) == 0
+    first = snapshot(tmp_path)
+    capsys.readouterr()
+
+    assert device_init(tmp_path) == 0
+    assert "already initialised; nothing changed" in capsys.readouterr().out
+    assert device_init(tmp_path, "cam-2") == 2
+    assert "key 'device.id': this device is 'cam-1', not 'cam-2'" in capsys.readouterr().err
+
+    assert snapshot(tmp_path) == first
+    folder = tmp_path / "device"
+    for key in ("device.key", "mqtt.key"):
+        assert stat.S_IMODE((folder / key).stat().st_mode) == 0o600
+    config = load_device_config(folder / "device.toml")
+    assert (config.device_id, config.camera_backend, config.key) == ("cam-1", "synthetic", folder / "device.key")
+    assert config.sync.broker_host == ""  # nothing to sync with until the bundle is applied
+    request = json.loads((folder / "cam-1.request.json").read_text())
+    assert "PRIVATE" not in json.dumps(request)
+
+
+def test_device_init_with_an_unknown_hardware_profile_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert provision(["init", "--dir", str(tmp_path / "d"), "--device-id", "cam-1", "--hardware", "pi9",
+                      "--store", str(tmp_path / "s")]) == 2
+    assert "--hardware 'pi9': no such profile" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.fixture
+def enrolled(tmp_path: Path) -> Path:
+    """A station and two devices initialised; cam-1 enrolled and its bundle at tmp_path/cam-1.bundle.json."""
+    assert station_init(tmp_path) == 0
+    assert device_init(tmp_path) == 0
+    assert device_init(tmp_path, "cam-2", "device2") == 0
+    assert enroll(tmp_path) == 0
+    return tmp_path
+
+
+def test_apply_twice_changes_nothing_the_second_time(enrolled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = str(enrolled / "cam-1.bundle.json")
+    assert provision(["apply", "--dir", str(enrolled / "device"), bundle]) == 0
+    first = snapshot(enrolled / "device")
+    capsys.readouterr()
+    assert provision(["apply", "--dir", str(enrolled / "device"), bundle]) == 0
+    assert "already applied; nothing changed" in capsys.readouterr().out
+    assert snapshot(enrolled / "device") == first
+    config = load_device_config(enrolled / "device" / "device.toml")
+    assert config.sync.cert == enrolled / "device" / "mqtt.crt" and config.sync.broker_port == 18883
+
+
+def _edited(bundle: Path, **fields: object) -> Path:
+    data = json.loads(bundle.read_text())
+    data.update(fields)
+    bundle.write_text(json.dumps(data))
+    return bundle
+
+
+@pytest.mark.parametrize(("make", "why"), [
+    ("other-device", "field 'device_id': 'cam-2' is not this device ('cam-1')"),
+    ("edited", "field 'signature': does not verify"),
+    ("not-json", "not JSON"),
+])
+def test_apply_refuses_a_bad_bundle_and_changes_nothing(
+        enrolled: Path, make: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = enrolled / "cam-1.bundle.json"
+    if make == "other-device":
+        assert enroll(enrolled, "cam-2", "device2") == 0
+        bundle = enrolled / "cam-2.bundle.json"
+    elif make == "edited":
+        _edited(bundle, broker_host="evil.example")
+    else:
+        bundle.write_text("{")
+    before = snapshot(enrolled / "device")
+    capsys.readouterr()
+    assert provision(["apply", "--dir", str(enrolled / "device"), str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert f"enrolment bundle {bundle}" in err and why in err
+    assert snapshot(enrolled / "device") == before
+
+
+def test_enroll_refuses_a_new_key_without_replace_and_a_tampered_request(
+        enrolled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # cam-2's folder re-initialised as cam-1 would be a new key for an enrolled id.
+    assert device_init(enrolled, "cam-1", "impostor") == 0
+    before = station_state(enrolled)
+    capsys.readouterr()
+    assert enroll(enrolled, "cam-1", "impostor") == 2
+    assert "already enrolled with key" in capsys.readouterr().err
+    request = enrolled / "device2" / "cam-2.request.json"
+    _edited(request, fingerprint="0" * 64)
+    assert enroll(enrolled, "cam-2", "device2") == 2
+    assert "field 'fingerprint': is not the SHA-256 of public_key" in capsys.readouterr().err
+    assert station_state(enrolled) == before
+
+
+def test_revoke_then_reenrol_needs_replace_and_issues_a_new_certificate(
+        enrolled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(enrolled / "station" / "station.toml")
+    issued = enrolled / "station" / "broker" / "issued" / "cam-1"
+    assert enroll(enrolled) == 0  # the same request again reuses the certificate
+    assert len(list(issued.iterdir())) == 1
+    assert station(["revoke", "--config", config, "--device", "cam-1"]) == 0
+    assert "reload the broker" in capsys.readouterr().out
+    assert station(["revoke", "--config", config, "--device", "cam-1"]) == 0
+    assert "already revoked; nothing changed" in capsys.readouterr().out
+    assert station(["revoke", "--config", config, "--device", "cam-9"]) == 2
+    index = SqliteIndex(enrolled / "station" / "data" / "index.sqlite")
+    try:
+        row = index.device("cam-1")
+        assert row is not None and row.revoked
+    finally:
+        index.close()
+
+    before = station_state(enrolled)
+    assert enroll(enrolled) == 2
+    assert "revoked at this station; pass --replace" in capsys.readouterr().err
+    assert station_state(enrolled) == before
+    assert enroll(enrolled, "cam-1", "device", "--replace") == 0
+    assert len(list(issued.iterdir())) == 2
