@@ -8,6 +8,7 @@ non-ASCII character is escaped, so a payload is plain ASCII and has exactly one 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -38,6 +39,40 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def check_value(value: Any, where: str = "record", depth: int = 1) -> None:
     """Raise EncodingError naming the first part of ``value`` the encoding does not allow."""
+    # Every ledger line read is checked here (replay at start, custody, the station's verifier): the quick
+    # pass over plain JSON types builds no names; only a value it cannot pass is walked again to name the fault.
+    if not _plainly_allowed(value, depth):
+        _check_named(value, where, depth)
+
+
+def _plainly_allowed(value: Any, depth: int) -> bool:
+    """True when ``value`` is made only of exact dict/list/tuple/str/int/bool/None that the encoding allows;
+    False means "look closer" (a fault, or a Mapping or subclass the named walk judges)."""
+    kind = type(value)
+    if kind is str:
+        return bool(value.isascii() or not _SURROGATE.search(value))
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if value is None or kind is bool:
+        return True
+    if depth > MAX_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _allowed_key(key) or not _plainly_allowed(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(_plainly_allowed(item, depth + 1) for item in value)
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _allowed_key(key: str) -> bool:
+    return _KEY_PATTERN.match(key) is not None  # a few dozen field names recur on every line
+
+
+def _check_named(value: Any, where: str, depth: int) -> None:
     if isinstance(value, Mapping | list | tuple) and depth > MAX_DEPTH:
         raise EncodingError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool):
@@ -56,11 +91,11 @@ def check_value(value: Any, where: str = "record", depth: int = 1) -> None:
         for key, item in value.items():
             if not isinstance(key, str) or not _KEY_PATTERN.match(key):
                 raise EncodingError(f"{where}: key {key!r} is not [a-z][a-z0-9_]{{0,63}}")
-            check_value(item, f"{where}.{key}", depth + 1)
+            _check_named(item, f"{where}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            check_value(item, f"{where}[{index}]", depth + 1)
+            _check_named(item, f"{where}[{index}]", depth + 1)
         return
     raise EncodingError(f"{where}: values of type {type(value).__name__} are not allowed")
 
@@ -69,9 +104,7 @@ def canonical_json(value: Any) -> bytes:
     """Encode ``value`` canonically; raises EncodingError for anything outside the allowed subset."""
     try:
         check_value(value)
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=_as_dict
-        )
+        text = _ENCODER.encode(value)
     except RecursionError:
         raise EncodingError("value is nested too deeply") from None
     return text.encode("ascii")
@@ -84,6 +117,11 @@ def _as_dict(value: Any) -> Any:
     raise TypeError(f"values of type {type(value).__name__} are not allowed")
 
 
+# Made once: json.dumps/json.loads with options build a new encoder/decoder per call (read on every line).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                            default=_as_dict)
+
+
 def parse_canonical_json(payload: bytes) -> Any:
     """Decode ``payload`` and insist it is in canonical form (one spelling per value)."""
     try:
@@ -91,7 +129,7 @@ def parse_canonical_json(payload: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise EncodingError(f"payload has a non-ASCII byte at offset {exc.start}") from None
     try:
-        value = json.loads(text, parse_float=_refuse_float, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise EncodingError(f"payload is not valid JSON ({exc})") from None
     if canonical_json(value) != payload:
@@ -105,6 +143,9 @@ def _refuse_float(text: str) -> Any:
 
 def _refuse_constant(text: str) -> Any:
     raise EncodingError(f"{text} is not allowed")
+
+
+_DECODER = json.JSONDecoder(parse_float=_refuse_float, parse_constant=_refuse_constant)
 
 
 def record_link(payload: bytes) -> str:
