@@ -13,6 +13,9 @@ from agent.evidence.keys import DeviceKey
 
 StoreFactory = Callable[..., tuple[Path, DeviceKey]]
 
+# ``mosquitto`` and ``world`` for every folder (tests/sync/sync_fixtures.py; pyproject's pytest pythonpath).
+pytest_plugins = ["sync_fixtures"]
+
 
 @pytest.fixture
 def fake_clock() -> FakeClock:

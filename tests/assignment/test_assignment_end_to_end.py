@@ -66,9 +66,8 @@ def station_assign(world: SyncWorld, device: str, officer: str) -> subprocess.Co
 
 
 def test_station_assignment_reaches_the_agent_and_comes_back_in_the_stations_copy(
-    assign_world: SyncWorld, tmp_path: Path, short_dir: Path
+    world: SyncWorld, tmp_path: Path, short_dir: Path
 ) -> None:
-    world = assign_world
     config = device_toml(world, tmp_path, short_dir / "control.sock")
     daemon = Daemon(config, short_dir / "control.sock", tmp_path / "store", tmp_path)
     world.start_station()

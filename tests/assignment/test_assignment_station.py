@@ -35,8 +35,7 @@ def retained(world: SyncWorld, device: str) -> list[tuple[bytes, bool]]:
         client.close()
 
 
-def test_assign_publishes_a_retained_signed_assignment_and_records_it(assign_world: SyncWorld) -> None:
-    world = assign_world
+def test_assign_publishes_a_retained_signed_assignment_and_records_it(world: SyncWorld) -> None:
     world.enroll("cam-0001", DEVICE_KEY)
     result = world.station_cli("assign", "--device", "cam-0001", "--officer", "B5678")
     assert "serial" in result.stdout
@@ -60,9 +59,8 @@ def test_assign_publishes_a_retained_signed_assignment_and_records_it(assign_wor
 
 
 def test_unknown_revoked_and_unreachable_are_refused_with_nothing_published(
-    assign_world: SyncWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: SyncWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world = assign_world
     for device in ("cam-0002", "cam-0003"):
         world.enroll(device, DEVICE_KEY)
     index = SqliteIndex(world.data / "index.sqlite")

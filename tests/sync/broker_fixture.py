@@ -1,7 +1,7 @@
 """A real Mosquitto broker per test, set up by sync/broker.py, and MQTT 5 + TLS clients to talk to it.
 
 Import in tests/sync: ``from broker_fixture import MosquittoBroker, connect, subscribe`` (the ``mosquitto``
-fixture itself comes from tests/sync/conftest.py). No pytest import at module level except for skip/fail.
+fixture itself comes from tests/sync/sync_fixtures.py). No pytest import at module level except for skip/fail.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# The real-broker fixture lives with the broker's own tests (tests/sync/broker_fixture.py); its conftest is
-# not loaded for this folder, so make the module importable here.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "sync"))
-
 from broker_fixture import MosquittoBroker
 from upload_helpers import BrokerFactory
 

@@ -1,3 +1,6 @@
+"""The real-broker fixtures every folder of tests may use (registered in tests/conftest.py): ``mosquitto``
+and ``world``."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
