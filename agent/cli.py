@@ -1,8 +1,11 @@
 """``bodycam-agent``: the device agent's command line.
 
-``simulate`` runs the device side with the synthetic camera; ``record`` records with any camera backend
-(the Pi camera module, an OpenCV capture, the synthetic source) until a duration or a signal. The full
-daemon with buttons and configuration arrives with the field-workflow and provisioning work.
+``run`` is the daemon (camera, buttons, workflow, control socket, health watch; READY after the self-test);
+``selftest`` runs the start-up checks alone; ``ctl`` talks to a running daemon; ``simulate`` runs the device
+side with the synthetic camera; ``record`` records with any camera backend until a duration or a signal.
+
+Exit 0: done. Exit 1: it failed (one line says why). Exit 2: wrong arguments or a bad config file.
+Exit 3: the self-test failed (``run``; the unit's RestartPreventExitStatus=). Never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from types import FrameType
 
 from agent.camera.base import CameraSettings
 from agent.cliargs import UsageParser, device_id_arg
-from agent.errors import BodycamError, SelfTestError
+from agent.errors import BodycamError, ConfigError, SelfTestError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
 from agent.scenario import load_scenario
@@ -223,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except SelfTestError as exc:  # the one line was logged too; systemd leaves a unit with this status stopped
         print(f"bodycam-agent: {exc}", file=sys.stderr)
         return EXIT_SELFTEST
+    except ConfigError as exc:  # a bad config file (or pins it names that cannot be opened): as bodycam-sync does
+        print(f"bodycam-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BodycamError as exc:
         print(f"bodycam-agent: {exc}", file=sys.stderr)
         return EXIT_FAILED

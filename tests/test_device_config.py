@@ -285,7 +285,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Refusal]:
 def test_run_refuses_and_creates_nothing(refusals: dict[str, Refusal], case: Bad) -> None:
     run = refusals[case.id]
     assert "Traceback" not in run.stdout + run.stderr, run.stderr
-    assert run.code == 1, (run.code, run.stderr)
+    assert run.code == 2, (run.code, run.stderr)
     assert run.stdout == ""
     assert run.stderr.endswith("\n") and run.stderr.count("\n") == 1, repr(run.stderr)  # exactly one line
     prefix = "bodycam-agent: "

@@ -202,5 +202,5 @@ def test_bodycam_agent_validates_a_config_written_from_a_profile(tmp_path: Path)
     bad.write_text(dump_toml(data), encoding="utf-8")
     result = subprocess.run([str(BIN / "bodycam-agent"), "run", "--config", str(bad), "--validate-config"],
                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False)
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"{bad}: key 'recorder.prebuffer_seconds': value 120: expected" in result.stderr
