@@ -49,14 +49,22 @@ else
 fi
 say "program in $prefix"
 
+# The services run as their own users: the virtualenv must sit on the system's Python, not one in a home folder.
+python=${PYTHON:-/usr/bin/python3}
+[ -x "$python" ] || python=python3
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "install: $python is missing or older than 3.11 (set PYTHON=)" >&2
+  exit 2
+fi
+
 on_pi=0
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then on_pi=1; fi
 if [ "$venv" = 1 ]; then
   if [ "$on_pi" = 1 ]; then
-    python3 -m venv --system-site-packages "$prefix/.venv"
+    "$python" -m venv --clear --system-site-packages "$prefix/.venv"
     "$prefix/.venv/bin/python" -m pip install -q "$prefix[pi]"
   else
-    python3 -m venv "$prefix/.venv"
+    "$python" -m venv --clear "$prefix/.venv"
     "$prefix/.venv/bin/python" -m pip install -q "$prefix"
   fi
   say "virtualenv in $prefix/.venv"
@@ -96,12 +104,16 @@ else
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
   fi
   # The package's own broker would hold port 1883 with no TLS: the station's broker replaces it.
-  systemctl disable --now mosquitto.service 2>/dev/null || true
+  if [ -d /run/systemd/system ]; then systemctl disable --now mosquitto.service 2>/dev/null || true; fi
   if ! id bodycam-station >/dev/null 2>&1; then
     useradd --system --home-dir /var/lib/bodycam-station --no-create-home --shell /usr/sbin/nologin \
       --user-group bodycam-station
   fi
   next="sudo $prefix/.venv/bin/bodycam-station init --dir /etc/bodycam-station ... (docs/provisioning.md)"
 fi
-systemctl daemon-reload
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+else
+  say "systemd is not running here: run 'systemctl daemon-reload' once it is"
+fi
 say "done; next: $next"
