@@ -187,7 +187,10 @@ class Connection:
                 return event
             if event.kind == "disconnected":
                 self.close()
-                raise ProtocolError(f"{self.broker}: disconnected while waiting for the {what} ({event.reason})")
+                # The broker ends a refused TLS handshake this way, before any MQTT reason code can be sent.
+                hint = ("; a broker that refuses this device's certificate (revoked, or issued by another CA) "
+                        "looks like this" if kind == "connected" else "")
+                raise ProtocolError(f"{self.broker}: disconnected while waiting for the {what} ({event.reason}){hint}")
             self._early.append(event)
 
     def next_event(self, timeout: float | None) -> Event | None:

@@ -195,8 +195,10 @@ class Uploader:
     def unfinished(self) -> tuple[str, bool] | None:
         """Why not everything is acknowledged yet, and whether waiting cannot help; None when all of it is."""
         head = self.view.head[0]
+        if self.state.station_seq < 0:
+            return f"records up to seq {head} not acknowledged: the station did not answer in this run", False
         if self.state.station_seq < head:
-            held = max(self.state.station_seq, 0)
+            held = self.state.station_seq
             return f"records up to seq {head} not all acknowledged (the station holds seq {held})", False
         offers = files_to_offer(self.view.records, self.state.acked_sha256, set(), up_to_seq=head)
         fine = [offer for offer in offers if not self.state.parked(offer.file)]
