@@ -33,8 +33,6 @@ DEFAULT_DEVICE_ID = "sim-0001"
 BACKENDS = ("synthetic", "opencv", "picamera2")
 
 
-
-
 def _bounded(name: str, convert: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
     """An argparse type: ``convert`` the text and insist on ``low <= value <= high``."""
 
@@ -125,17 +123,11 @@ def _run_daemon(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    """Exit 0 when the self-test passes, 1 when it fails, 2 when the config file is bad."""
-    from agent.errors import ConfigError
+    """Exit 0 when the self-test passes, 1 when it fails (a bad config file: 2, from ``main``)."""
     from agent.health.startup import run_selftest
     from firmware_config.device_config import load_device_config
 
-    try:
-        config = load_device_config(args.config)
-    except ConfigError as exc:
-        print(f"bodycam-agent: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    result = run_selftest(config)
+    result = run_selftest(load_device_config(args.config))
     if args.json:
         checks = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks]
         print(json.dumps({"passed": result.passed, "summary": result.summary, "clock_trusted": result.clock.trusted,

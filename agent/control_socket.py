@@ -34,7 +34,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BodycamError
+from agent.errors import (
+    BodycamError,
+    ConfigError,
+    KeyFileError,
+    LedgerBusyError,
+    LedgerError,
+    ProtocolError,
+    RecordFormatError,
+    RefusedError,
+    StoreError,
+    VerificationError,
+)
 from agent.evidence.fsutil import display_path
 from agent.workflow.events import (
     AdvanceStage,
@@ -259,6 +270,27 @@ def _read_line(connection: socket.socket, limit: int, what: str = "request") -> 
         if len(data) > limit:
             raise ControlError(f"{what}: longer than {limit} bytes")
     return data
+
+
+# A refusal comes back as the daemon's own error type, so a client tells "refused" (a bad ack, a case open)
+# from "agent not there" (ControlError); any other type name is a ControlError.
+_REMOTE_ERRORS: dict[str, type[BodycamError]] = {
+    cls.__name__: cls
+    for cls in (VerificationError, RecordFormatError, RefusedError, LedgerError, LedgerBusyError, StoreError,
+                KeyFileError, ConfigError, ProtocolError)
+}
+
+
+def call_op(path: Path, request: dict[str, Any], what: str, timeout: float = 10.0) -> dict[str, Any]:
+    """``send_request`` for an op that must succeed: its result, or the daemon's refusal raised as its own type."""
+    reply = send_request(path, request, timeout=timeout)
+    if reply.get("ok") is not True:
+        error = _REMOTE_ERRORS.get(str(reply.get("error_type")), ControlError)
+        raise error(f"agent ({display_path(path)}) refused {what}: {reply.get('error')}")
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        raise ControlError(f"control socket {display_path(path)}: a reply without a result")
+    return result
 
 
 def send_request(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:

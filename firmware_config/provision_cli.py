@@ -231,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("init", "apply"):
         try:
             return _init(args) if args.command == "init" else _apply(args)
-        except BodycamError as exc:
-            print(f"{PROG}: {printable(str(exc))}", file=sys.stderr)
-            return EXIT_USAGE
-        except OSError as exc:
+        except (BodycamError, OSError) as exc:
             print(f"{PROG}: {printable(str(exc))}", file=sys.stderr)
             return EXIT_USAGE
     try:

@@ -416,14 +416,19 @@ def _load_ca_files(folder: Path) -> tuple[bytes, bytes]:
     return _read_pair(ca_cert, ca_key)
 
 
+def read_ca(folder: Path) -> tuple[bytes, bytes]:
+    """The PEM certificate and key of the CA in an existing broker folder, checked to belong together."""
+    for path in (folder / "ca.crt", folder / "ca.key"):
+        if not path.exists():
+            raise KeyFileError(f"station CA {display_path(path)}: missing; run bodycam-station init (or "
+                               "broker-setup) first")
+    return _read_pair(folder / "ca.crt", folder / "ca.key")
+
+
 def issue_device_certificate(folder: Path, device_id: str) -> tuple[Path, Path]:
     """The client certificate and key of ``device_id`` (``clients/<id>.crt/.key``), issued if not there yet."""
     _check_device_id(device_id)
-    ca_files = folder / "ca.crt", folder / "ca.key"
-    if not all(path.exists() for path in ca_files):
-        raise KeyFileError(f"CA {display_path(ca_files[1])}: missing; run the broker setup first")
-    ca = _read_pair(*ca_files)
-    return _ensure_pair(folder / "clients", device_id, ca, device_id, server=False)
+    return _ensure_pair(folder / "clients", device_id, read_ca(folder), device_id, server=False)
 
 
 def write_broker_setup(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,14 @@ StoreFactory = Callable[..., tuple[Path, DeviceKey]]
 
 # ``mosquitto`` and ``world`` for every folder (tests/sync/sync_fixtures.py; pyproject's pytest pythonpath).
 pytest_plugins = ["sync_fixtures"]
+
+
+@pytest.fixture
+def short_folder() -> Iterator[Path]:
+    """A short folder for a Unix socket (its path is limited to 107 bytes; tmp_path can be longer)."""
+    folder = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,16 +136,8 @@ class Daemon:
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short folder for the control socket (a Unix socket path is limited to 107 bytes)."""
-    folder = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, short_dir: Path) -> Iterator[Daemon]:
-    socket_path = short_dir / "control.sock"
+def daemon(tmp_path: Path, short_folder: Path) -> Iterator[Daemon]:
+    socket_path = short_folder / "control.sock"
     config = daemon_config(tmp_path, socket_path)
     running = Daemon(config, socket_path, tmp_path / "store", tmp_path)
     yield running
@@ -384,8 +374,8 @@ def test_power_loss_mid_case_resumes_the_case(daemon: Daemon) -> None:
 
 
 @pytest.mark.parametrize("kind", ["missing", "stale"])
-def test_ctl_without_a_daemon(short_dir: Path, kind: str) -> None:
-    path = short_dir / "control.sock"
+def test_ctl_without_a_daemon(short_folder: Path, kind: str) -> None:
+    path = short_folder / "control.sock"
     expected = "No such file or directory"
     if kind == "stale":  # a socket file left by a daemon that is gone
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as left:

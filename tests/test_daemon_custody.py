@@ -8,8 +8,6 @@ socket's size limits and refusals are checked against an in-process ControlServe
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,14 +45,6 @@ def make_ack(store: Path, files: list[str], signer: DeviceKey = STATION) -> Sign
 
 def segments(store: Path) -> list[str]:
     return [str(body["file"]) for _, rtype, body in records(store) if rtype in ("segment", "recovered")]
-
-
-@pytest.fixture
-def short_folder() -> Iterator[Path]:
-    """A short folder for a control socket (a Unix socket path is limited to 107 bytes)."""
-    folder = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

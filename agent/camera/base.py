@@ -52,6 +52,7 @@ class Camera(Protocol):
     """A running camera with its encoder: drives ``output`` until ``stop_recording``."""
 
     settings: CameraSettings
+    clock_trusted: bool  # False: the overlay says "CLOCK NOT SET"; may change while recording
 
     @property
     def origin_mono_us(self) -> int | None:
@@ -61,6 +62,11 @@ class Camera(Protocol):
     @property
     def frames_captured(self) -> int:
         """Frames taken from the sensor or source so far (for the frames-in vs frames-written count)."""
+        ...
+
+    @property
+    def error(self) -> BaseException | None:
+        """The failure that ended the capture, if any (the self-test stops waiting for frames on it)."""
         ...
 
     def set_officer(self, officer_id: str) -> None:

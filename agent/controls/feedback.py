@@ -218,7 +218,7 @@ class FeedbackDriver:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
                     return False
-                self._cond.wait(min(left, 0.05))  # the worker does not notify when a pattern ends
+                self._cond.wait(left)  # the worker notifies when a pattern ends
             return True
 
     def close(self) -> None:
@@ -301,6 +301,7 @@ class FeedbackDriver:
                         self._show_indicator()
                 except Exception:  # a failing pin must not end the worker
                     log.exception("feedback failed")
+                self._cond.notify_all()  # a wait_idle caller
             self._busy_until = None
             self._pending = None
             try:

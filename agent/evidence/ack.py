@@ -14,10 +14,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.errors import EncodingError, RecordFormatError, VerificationError
-from agent.evidence.encoding import canonical_json, is_hex64, parse_canonical_json
+from agent.errors import RecordFormatError, VerificationError
+from agent.evidence.encoding import canonical_json, is_hex64
 from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
 from agent.evidence.record import DEVICE_ID_PATTERN, STORE_FILE_PATTERN
+from agent.evidence.signed_line import parse_signed_line
 
 ACK_VERSION = 1
 ACK_DOMAIN = b"bodycam/station/v1/ack\x00"
@@ -26,16 +27,7 @@ ACK_DOMAIN = b"bodycam/station/v1/ack\x00"
 MAX_ACK_FILES = 64
 MAX_ACK_BYTES = 16 * 1024
 _SESSION = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
-
-
-def _decode_ack_payload(payload: bytes) -> dict[str, Any]:
-    try:
-        value = parse_canonical_json(payload)
-    except EncodingError as exc:
-        raise RecordFormatError(f"ack: {exc}") from None
-    if not isinstance(value, dict):
-        raise RecordFormatError("ack: not a JSON object")
-    return value
+_FIELDS = frozenset({"v", "type", "station", "key", "device", "session", "seq", "link", "wall_us", "files"})
 
 
 def _check(ok: bool, where: str, item: Any) -> None:
@@ -45,7 +37,6 @@ def _check(ok: bool, where: str, item: Any) -> None:
 
 def _is_count(item: Any) -> bool:
     return isinstance(item, int) and not isinstance(item, bool) and item >= 0
-
 
 
 @dataclass(frozen=True)
@@ -97,21 +88,8 @@ def sign_ack(ack: Ack, key: DeviceKey) -> SignedAck:
 
 def parse_ack(line: bytes) -> SignedAck:
     """Parse an acknowledgement line (format only; see verify_ack for the signature)."""
-    if len(line) > MAX_ACK_BYTES:
-        raise RecordFormatError(f"ack: {len(line)} bytes, more than the {MAX_ACK_BYTES} allowed")
-    body = line[:-1] if line.endswith(b"\n") else line
-    payload, tab, sig_hex = body.rpartition(b"\t")
-    if not tab or len(sig_hex) != 128:
-        raise RecordFormatError("ack: not 'payload TAB signature-hex'")
-    try:
-        signature = bytes.fromhex(sig_hex.decode("ascii"))
-    except ValueError:
-        raise RecordFormatError("ack: signature is not hex") from None
-    value = _decode_ack_payload(payload)
-    expected = {"v", "type", "station", "key", "device", "session", "seq", "link", "wall_us", "files"}
-    if set(value) != expected:
-        odd = sorted(set(value) ^ expected)
-        raise RecordFormatError(f"ack: field {odd[0]!r} is {'unknown' if odd[0] in value else 'missing'}")
+    parsed = parse_signed_line(line, "ack", MAX_ACK_BYTES, _FIELDS)
+    value = parsed.value
     _check(value["v"] == ACK_VERSION and value["type"] == "ack", "ack: fields 'v'/'type'", value["type"])
     _check(isinstance(value["station"], str) and 0 < len(value["station"]) <= 64, "ack: field 'station'",
            value["station"])
@@ -139,7 +117,7 @@ def parse_ack(line: bytes) -> SignedAck:
         raise RecordFormatError(f"ack: {len(files)} files, more than the {MAX_ACK_FILES} allowed")
     ack = Ack(value["station"], value["key"], value["device"], value["session"], value["seq"], value["link"],
               tuple(files), value["wall_us"])
-    return SignedAck(ack, payload, signature)
+    return SignedAck(ack, parsed.payload, parsed.signature)
 
 
 def verify_ack(signed: SignedAck, station_key: Ed25519PublicKey, device: str) -> None:

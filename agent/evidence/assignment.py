@@ -27,12 +27,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.errors import EncodingError, RecordFormatError, RefusedError, StoreError, VerificationError
-from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64, parse_canonical_json
+from agent.errors import RecordFormatError, RefusedError, StoreError, VerificationError
+from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
 from agent.evidence.ledger import Ledger
 from agent.evidence.record import DEVICE_ID_PATTERN, SignedRecord, parse_line
+from agent.evidence.signed_line import parse_signed_line
 from agent.evidence.store import StoreLayout
 
 ASSIGNMENT_VERSION = 1
@@ -42,7 +43,7 @@ MAX_ASSIGNMENT_BYTES = 4 * 1024
 MAX_OFFICER_CHARS = 64
 DOCK = "dock"
 _SERIAL = re.compile(r"[0-9a-f]{32}\Z")
-_FIELDS = {"v", "type", "station", "key", "device", "officer", "issued_wall_us", "serial"}
+_FIELDS = frozenset({"v", "type", "station", "key", "device", "officer", "issued_wall_us", "serial"})
 
 
 def officer_problem(officer: object) -> str | None:
@@ -106,21 +107,8 @@ def _check(ok: bool, name: str, item: Any) -> None:
 
 def parse_assignment(line: bytes) -> SignedAssignment:
     """Parse an assignment line (format only; see :func:`verify_assignment` for the signature)."""
-    if len(line) > MAX_ASSIGNMENT_BYTES:
-        raise RecordFormatError(f"assignment: {len(line)} bytes, more than the {MAX_ASSIGNMENT_BYTES} allowed")
-    body = line[:-1] if line.endswith(b"\n") else line
-    payload, tab, sig_hex = body.rpartition(b"\t")
-    if not tab or not re.fullmatch(rb"[0-9a-f]{128}", sig_hex):
-        raise RecordFormatError("assignment: not 'payload TAB signature-hex'")
-    try:
-        value = parse_canonical_json(payload)
-    except EncodingError as exc:
-        raise RecordFormatError(f"assignment: {exc}") from None
-    if not isinstance(value, dict):
-        raise RecordFormatError("assignment: not a JSON object")
-    if set(value) != _FIELDS:
-        odd = sorted(set(value) ^ _FIELDS)[0]
-        raise RecordFormatError(f"assignment: field {odd!r} is {'unknown' if odd in value else 'missing'}")
+    parsed = parse_signed_line(line, "assignment", MAX_ASSIGNMENT_BYTES, _FIELDS)
+    value = parsed.value
     _check(value["v"] == ASSIGNMENT_VERSION, "v", value["v"])
     _check(value["type"] == "officer-assignment", "type", value["type"])
     station = value["station"]
@@ -136,7 +124,7 @@ def parse_assignment(line: bytes) -> SignedAssignment:
            "issued_wall_us", issued)
     _check(isinstance(value["serial"], str) and bool(_SERIAL.match(value["serial"])), "serial", value["serial"])
     assignment = Assignment(station, value["key"], device, value["officer"], issued, value["serial"])
-    return SignedAssignment(assignment, payload, bytes.fromhex(sig_hex.decode("ascii")))
+    return SignedAssignment(assignment, parsed.payload, parsed.signature)
 
 
 def verify_assignment(signed: SignedAssignment, station_key: Ed25519PublicKey, device: str) -> None:

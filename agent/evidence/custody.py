@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,20 +31,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import (
     BodycamError,
-    ConfigError,
-    KeyFileError,
-    LedgerBusyError,
-    LedgerError,
-    ProtocolError,
-    RecordFormatError,
     StoreError,
     VerificationError,
 )
 from agent.evidence.ack import Ack, SignedAck, parse_ack, verify_ack
 from agent.evidence.clock import Clock, SystemClock
-from agent.evidence.fsutil import display_path, fsync_dir, sha256_file
-from agent.evidence.keys import load_device_key
-from agent.evidence.ledger import Ledger
+from agent.evidence.fsutil import fsync_dir, sha256_file
+from agent.evidence.ledger import Ledger, open_without_agent
 from agent.evidence.record import SignedRecord
 from agent.evidence.store import StoreLayout, read_records
 
@@ -405,18 +397,10 @@ class DirectCustody:
         self.policy = policy
         self.clock = clock or SystemClock()
 
-    @contextmanager
-    def _ledger(self) -> Iterator[Ledger]:
-        key = load_device_key(self.key_path)
-        try:
-            ledger = Ledger.open(self.store, key, self.device_id, self.clock, boot_reason=CUSTODY_BOOT_REASON)
-        except LedgerBusyError:
-            raise LedgerBusyError(
-                f"ledger {display_path(StoreLayout(self.store).ledger_path)}: held by the running agent (or another "
-                "writer); record receipts and purge through the agent's control socket, or retry later"
-            ) from None
-        with ledger:
-            yield ledger
+    def _ledger(self) -> Ledger:
+        return open_without_agent(self.store, self.key_path, self.device_id, CUSTODY_BOOT_REASON,
+                                  "record receipts and purge through the agent's control socket, or retry later",
+                                  self.clock)
 
     def record_receipt(self, ack_line: bytes) -> str:
         signed = parse_ack(ack_line)
@@ -471,13 +455,6 @@ class DirectCustody:
 
 
 # Errors the agent reports by name, raised again here as the same type.
-_ERRORS: dict[str, type[BodycamError]] = {
-    cls.__name__: cls
-    for cls in (VerificationError, RecordFormatError, LedgerError, LedgerBusyError, StoreError, KeyFileError,
-                ConfigError, ProtocolError)
-}
-
-
 class AgentCustody:
     """Custody through the running agent's control socket (ops ``receipt`` and ``purge``)."""
 
@@ -486,16 +463,9 @@ class AgentCustody:
         self.timeout = timeout  # a purge after a long time offline fsyncs once per file
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
-        from agent.control_socket import ControlError, send_request  # not at import: the trust core stays small
+        from agent.control_socket import call_op  # not at import: the trust core stays small
 
-        reply = send_request(self.socket_path, request, timeout=self.timeout)
-        if reply.get("ok") is not True:
-            error = _ERRORS.get(str(reply.get("error_type")), ControlError)
-            raise error(f"agent ({display_path(self.socket_path)}) refused {request['op']}: {reply.get('error')}")
-        result = reply.get("result")
-        if not isinstance(result, dict):
-            raise ControlError(f"control socket {display_path(self.socket_path)}: a reply without a result")
-        return result
+        return call_op(self.socket_path, request, str(request["op"]), timeout=self.timeout)
 
     def record_receipt(self, ack_line: bytes) -> str:
         text = ack_line.rstrip(b"\n").decode("ascii", "replace")

@@ -50,7 +50,7 @@ from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.ledger import Ledger
 from agent.evidence.record import SignedRecord, parse_line
-from agent.evidence.store import StoreLayout
+from agent.evidence.store import StoreLayout, ledger_for_reading
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,7 @@ class CustodyView:
 
     def refresh(self) -> None:
         """Take in the complete lines appended since the last look (all of them at the first)."""
-        path = self.layout.ledger_path
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot open for reading ({exc.strerror})") from None
-        try:
+        with ledger_for_reading(self.layout) as fd:
             info = os.fstat(fd)
             change = self._change(fd, info.st_ino, info.st_size) if self._inode is not None else None
             if change is not None:
@@ -98,10 +93,6 @@ class CustodyView:
             if self._end == 0 and info.st_size > 0:
                 self.full_reads += 1
             self._read(fd, info.st_size)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot read ({exc.strerror})") from None
-        finally:
-            os.close(fd)
 
     def read_again(self, why: str) -> None:
         """Forget everything: the next look reads the ledger in full. ``why`` is logged."""
@@ -212,12 +203,7 @@ class CustodyView:
                          "being read; nothing recorded")
 
     def _line_at(self, offset: int) -> bytes:
-        path = self.layout.ledger_path
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot open for reading ({exc.strerror})") from None
-        try:
+        with ledger_for_reading(self.layout) as fd:
             data = b""
             while len(data) <= MAX_LINE_BYTES:
                 more = os.pread(fd, _LINE_PROBE if not data else MAX_LINE_BYTES, offset + len(data))
@@ -228,10 +214,6 @@ class CustodyView:
                 if not more:
                     break
             return data
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot read ({exc.strerror})") from None
-        finally:
-            os.close(fd)
 
 
 class LedgerCustody:

@@ -28,7 +28,7 @@ from agent.errors import EncodingError, LedgerBusyError, LedgerCorruptError, Led
 from agent.evidence.clock import Clock, SystemClock
 from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
-from agent.evidence.keys import DeviceKey, verify_signature
+from agent.evidence.keys import DeviceKey, load_device_key, verify_signature
 from agent.evidence.record import Record, SignedRecord, parse_line, validate_record_fields
 from agent.evidence.store import QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout, segment_index
 from agent.evidence.write_timer import WriteTimer
@@ -370,6 +370,22 @@ class Ledger:
                     if match:
                         end = max(end, int(match.group(1)) + int(match.group(2)))
         return end
+
+
+def open_without_agent(
+    store_root: Path, key_path: Path, device_id: str, boot_reason: str, instead: str, clock: Clock | None = None
+) -> Ledger:
+    """Open the ledger from a tool that writes when no agent runs (the uploader's custody and assignments).
+
+    LedgerBusyError while the agent (or another writer) holds it, saying what to do ``instead``."""
+    key = load_device_key(key_path)
+    try:
+        return Ledger.open(store_root, key, device_id, clock, boot_reason=boot_reason)
+    except LedgerBusyError:
+        raise LedgerBusyError(
+            f"ledger {display_path(StoreLayout(store_root).ledger_path)}: held by the running agent (or another "
+            f"writer); {instead}"
+        ) from None
 
 
 def _before(entries: list[tuple[int, str]], end: int) -> frozenset[str]:

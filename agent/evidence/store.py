@@ -11,7 +11,10 @@ by the verifier and the uploader.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,3 +114,33 @@ def read_records(store: Path) -> list[SignedRecord]:
         except RecordFormatError:
             continue
     return records
+
+
+@contextmanager
+def ledger_for_reading(layout: StoreLayout) -> Iterator[int]:
+    """A read-only descriptor of the ledger, for the incremental views (agent/evidence/custody_view.py,
+    sync/uploader/ledger_view.py); an OSError opening it or in the block is a StoreError naming the ledger."""
+    path = layout.ledger_path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StoreError(f"ledger {display_path(path)}: cannot open for reading ({exc.strerror})") from None
+    try:
+        yield fd
+    except OSError as exc:
+        raise StoreError(f"ledger {display_path(path)}: cannot read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def pread_all(fd: int, offset: int, length: int, block: int = 4 * 1024 * 1024) -> bytes:
+    """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file), read ``block`` bytes at a time."""
+    parts: list[bytes] = []
+    while length > 0:
+        part = os.pread(fd, min(length, block), offset)
+        if not part:
+            break
+        parts.append(part)
+        offset += len(part)
+        length -= len(part)
+    return b"".join(parts)

@@ -237,10 +237,8 @@ class HealthMonitor:
                  for name in self.faults if name not in failing]
         for check in started:
             log.warning("health fault: %s: %s", check.name, check.detail)
-            self._record("health-fault", check)
         for check in ended:
             log.info("health fault cleared: %s: %s", check.name, check.detail)
-            self._record("health-ok", check)
         if started:
             self._fault_pattern()
         self.faults, self.checks = failing, (*checks, self.clock.check())
@@ -250,6 +248,12 @@ class HealthMonitor:
         status = self.status_line()
         if status != self._notifier.last_status:
             self._notifier.status(status)
+        # The signed events last: a write that hangs holds the ledger's lock until it returns, and the report
+        # and the STATUS line must say so while it hangs, not after.
+        for check in started:
+            self._record("health-fault", check)
+        for check in ended:
+            self._record("health-ok", check)
 
     @property
     def state(self) -> str:

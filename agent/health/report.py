@@ -23,10 +23,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import EncodingError, RecordFormatError, VerificationError
-from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64, parse_canonical_json
+from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64
 from agent.evidence.fsutil import write_file_durably
 from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
 from agent.evidence.record import BOOT_ID_PATTERN, DEVICE_ID_PATTERN
+from agent.evidence.signed_line import parse_signed_line
 
 HEALTH_VERSION = 1
 HEALTH_DOMAIN = b"bodycam/device/v1/health\x00"
@@ -41,7 +42,6 @@ MAX_REPORT_BYTES = 16 * 1024
 MAX_CHECKS = 16
 MAX_METRICS = 16
 MAX_TEXT_CHARS = 300
-_SIGNATURE_HEX_CHARS = 128
 _WHAT = "health report"
 
 Metric = int | float | None
@@ -190,32 +190,14 @@ class ParsedReport:
     signature: bytes
 
 
-_FIELDS = {"v", "type", "device", "key", "at_wall_us", "boot", "state", "summary", "clock_trusted", "checks",
-           "metrics"}
+_FIELDS = frozenset({"v", "type", "device", "key", "at_wall_us", "boot", "state", "summary", "clock_trusted",
+                     "checks", "metrics"})
 
 
 def parse_report(line: bytes) -> ParsedReport:
     """Parse a report line (format only; verify_report also checks the signature). RecordFormatError."""
-    if len(line) > MAX_REPORT_BYTES:
-        raise _fail(f"{len(line)} bytes, more than the {MAX_REPORT_BYTES} allowed")
-    if not line.endswith(b"\n") or b"\n" in line[:-1]:
-        raise _fail("not exactly one line ending in LF")
-    payload, tab, sig_hex = line[:-1].rpartition(b"\t")
-    if not tab or len(sig_hex) != _SIGNATURE_HEX_CHARS:
-        raise _fail("not 'payload TAB signature-hex'")
-    try:
-        signature = bytes.fromhex(sig_hex.decode("ascii"))
-    except ValueError:
-        raise _fail("signature is not hex") from None
-    try:
-        value = parse_canonical_json(payload)
-    except EncodingError as exc:
-        raise _fail(str(exc)) from None
-    if not isinstance(value, dict):
-        raise _fail("not a JSON object")
-    if set(value) != _FIELDS:
-        odd = sorted(set(value) ^ _FIELDS)[0]
-        raise _fail(f"field {odd!r} is {'unknown' if odd in value else 'missing'}")
+    parsed = parse_signed_line(line, _WHAT, MAX_REPORT_BYTES, _FIELDS, one_line=True)
+    value = parsed.value
     if value["v"] != HEALTH_VERSION or value["type"] != "health":
         raise _fail(f"fields 'v'/'type': {value['v']!r}/{str(value['type'])[:40]!r} are not {HEALTH_VERSION}/'health'")
     if not is_hex64(value["key"]):
@@ -237,7 +219,7 @@ def parse_report(line: bytes) -> ParsedReport:
         metrics={name: _decode_metric(name, item) for name, item in metrics.items()},
     )
     validate_report(report)
-    return ParsedReport(report, value["key"], payload, signature)
+    return ParsedReport(report, value["key"], parsed.payload, parsed.signature)
 
 
 def verify_report(line: bytes, public_key: Ed25519PublicKey, device: str) -> HealthReport:

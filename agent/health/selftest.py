@@ -63,12 +63,6 @@ def watch_camera(
         time.sleep(poll)
 
 
-def camera_failure(camera: Any) -> BaseException | None:
-    """The failure that ended a camera's capture, where the backend keeps one (the software backends do)."""
-    error = getattr(camera, "error", None)
-    return error if isinstance(error, BaseException) else None
-
-
 class CountingOutput:
     """An output in picamera2's protocol that only counts frames: the camera check without a recorder."""
 

@@ -30,7 +30,6 @@ from agent.health.selftest import (
     ClockTrust,
     CountingOutput,
     SelfTestResult,
-    camera_failure,
     check_key,
     check_store,
     clock_trust,
@@ -92,7 +91,7 @@ class StartUp:
                                                                 self.config.thresholds.floor_bytes, self.create)
         self.clock = clock_trust(self.health.clock_sync_marker, self.health.rtc_path)
         self.checks["clock"] = self.clock.check()
-        if camera is not None and hasattr(camera, "clock_trusted"):
+        if camera is not None:
             camera.clock_trusted = self.clock.trusted
         return self.key
 
@@ -119,13 +118,13 @@ class StartUp:
             if session is not None:
                 session.arm()
                 self.checks["camera"] = watch_camera(lambda: camera.frames_captured, wanted, timeout,
-                                                     lambda: camera_failure(camera))
+                                                     lambda: camera.error)
                 return
             output = CountingOutput()
             camera.start_recording(output)
             try:
                 self.checks["camera"] = watch_camera(lambda: output.frames, wanted, timeout,
-                                                     lambda: camera_failure(camera))
+                                                     lambda: camera.error)
             finally:
                 camera.stop_recording()
         except CameraError as exc:
@@ -209,8 +208,7 @@ def start_monitor(
         return (session.segmenter.halt_reason or "halted") if session.state is RecorderState.HALTED else None
 
     def set_clock_trusted(trusted: bool) -> None:
-        if hasattr(camera, "clock_trusted"):
-            camera.clock_trusted = trusted
+        camera.clock_trusted = trusted
 
     monitor = HealthMonitor(
         config.health,

@@ -5,7 +5,7 @@ RETAINED at QoS 1 on ``bodycam/D/down/assignment`` through its broker, with the 
 (user ``station``, which the ACL lets write ``bodycam/+/down/#``) under a client id of its own, so that the
 running receiver's session is not disturbed. The broker keeps the newest assignment per device and hands it
 to the device's uploader at every connect; the device records it once. Only after the broker's PUBACK is the
-assignment stored in the station's index (table ``assignments``), where ``status`` can show it.
+assignment stored in the station's index (:meth:`SqliteIndex.add_assignment`), where ``status`` shows it.
 
 An unknown or revoked device, an officer id that is not printable text of 1-64 characters, or no
 acknowledgement key: refused, nothing published.
@@ -18,39 +18,26 @@ import queue
 import sqlite3
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.cliargs import device_id_arg
-from agent.errors import ConfigError, KeyFileError, ProtocolError, StoreError, UsageError
+from agent.errors import KeyFileError, ProtocolError, StoreError, UsageError
 from agent.evidence.assignment import Assignment, SignedAssignment, new_serial, officer_problem, sign_assignment
 from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_device_key
-from firmware_config.station_config import StationConfig, require_broker_tls
+from firmware_config.station_config import StationConfig
 from sync.protocol import down_topic
-from sync.station.index import SqliteIndex
+from sync.station.index import technician_index
+from sync.station.model import AssignmentRow
+from sync.station.service import tls_client
 
 TIMEOUT_S = 15.0
-_TABLE = """
-CREATE TABLE IF NOT EXISTS assignments (
-    device TEXT NOT NULL, serial TEXT NOT NULL, officer TEXT NOT NULL, issued_us INTEGER NOT NULL,
-    line TEXT NOT NULL, PRIMARY KEY (device, serial)) WITHOUT ROWID;
-"""
-
-
-@dataclass(frozen=True)
-class AssignmentRow:
-    device: str
-    officer: str
-    issued_us: int
-    serial: str
 
 
 def signed_assignment(config: StationConfig, device: str, officer: str, now_us: int) -> SignedAssignment:
@@ -60,11 +47,8 @@ def signed_assignment(config: StationConfig, device: str, officer: str, now_us: 
         raise UsageError(f"--officer: {problem}; nothing published")
     if not config.index_path.exists():
         raise UsageError(f"station data {display_path(config.data)}: no index yet; device {device} is not enrolled")
-    index = SqliteIndex(config.index_path)
-    try:
+    with technician_index(config.index_path) as index:
         row = index.device(device)
-    finally:
-        index.close()
     if row is None:
         raise UsageError(f"device {device}: not enrolled at this station; nothing published")
     if row.revoked:
@@ -80,12 +64,9 @@ def signed_assignment(config: StationConfig, device: str, officer: str, now_us: 
 def publish_retained(config: StationConfig, topic: str, payload: bytes, timeout: float = TIMEOUT_S) -> None:
     """Publish ``payload`` retained at QoS 1 and wait for the broker's PUBACK; ProtocolError when it did not
     take it (not reachable, refused the connection, or refused the message)."""
-    ca, cert, key = require_broker_tls(config)
     broker = f"broker {config.broker.host}:{config.broker.port}"
     events: queue.Queue[tuple[str, ReasonCode]] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{config.broker.client_id}-assign-{new_serial()[:8]}",
-                         protocol=mqtt.MQTTv5)
-    client.suppress_exceptions = True
+    client = tls_client(config, f"{config.broker.client_id}-assign-{new_serial()[:8]}")
 
     def on_connect(_c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
         events.put(("connected", reason))
@@ -97,10 +78,6 @@ def publish_retained(config: StationConfig, topic: str, payload: bytes, timeout:
         events.put(("disconnected", reason))
 
     client.on_connect, client.on_publish, client.on_disconnect = on_connect, on_publish, on_disconnect
-    try:
-        client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"{config.source}: keys 'broker.ca/cert/key': cannot load the TLS files ({exc})") from None
     client.connect_timeout = timeout
     try:
         client.connect(config.broker.host, config.broker.port, keepalive=30, clean_start=True)
@@ -128,34 +105,14 @@ def _expect(events: queue.Queue[tuple[str, ReasonCode]], kind: str, timeout: flo
 
 
 def record_assignment(config: StationConfig, signed: SignedAssignment) -> None:
-    """Keep the published assignment in the index (its own table, beside the receiver's)."""
+    """Keep the published assignment in the index, where ``status`` finds it."""
     a = signed.assignment
     try:
-        db = sqlite3.connect(config.index_path, isolation_level=None, timeout=10.0)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_TABLE)
-            db.execute("INSERT OR IGNORE INTO assignments (device, serial, officer, issued_us, line) "
-                       "VALUES (?, ?, ?, ?, ?)", (a.device, a.serial, a.officer, a.issued_wall_us, signed.text()))
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
+        with technician_index(config.index_path) as index:
+            index.add_assignment(AssignmentRow(a.device, a.officer, a.issued_wall_us, a.serial), signed.text())
+    except (StoreError, sqlite3.Error) as exc:
         raise StoreError(f"index {display_path(config.index_path)}: assignment of {a.officer!r} to {a.device} was "
                          f"published but not recorded here ({exc})") from None
-
-
-def latest_assignments(index_path: Path) -> dict[str, AssignmentRow]:
-    """The newest assignment published per device (for ``status``); empty when none was ever published."""
-    if not index_path.exists():
-        return {}
-    db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=10.0)
-    try:
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'assignments'").fetchone() is None:
-            return {}
-        rows = db.execute("SELECT device, officer, issued_us, serial FROM assignments ORDER BY issued_us")
-        return {r[0]: AssignmentRow(r[0], r[1], r[2], r[3]) for r in rows}
-    finally:
-        db.close()
 
 
 def assign(config: StationConfig, device: str, officer: str) -> SignedAssignment:

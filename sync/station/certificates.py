@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.errors import ConfigError, KeyFileError
 from agent.evidence.fsutil import display_path, write_file_durably
-from sync.broker import CRL_FILE, crl_pem, crl_serials, write_if_changed
+from sync.broker import CRL_FILE, crl_pem, crl_serials, read_ca, write_if_changed
 
 ISSUED = "issued"
 
@@ -34,14 +34,7 @@ class StationCA:
 
     @classmethod
     def load(cls, folder: Path) -> StationCA:
-        cert, key = folder / "ca.crt", folder / "ca.key"
-        for path in (cert, key):
-            if not path.exists():
-                raise KeyFileError(f"station CA {display_path(path)}: missing; run bodycam-station init first")
-        try:
-            return cls(folder, cert.read_bytes(), key.read_bytes())
-        except OSError as exc:
-            raise KeyFileError(f"station CA {display_path(key)}: cannot read ({exc.strerror})") from None
+        return cls(folder, *read_ca(folder))
 
     @property
     def crl_path(self) -> Path:

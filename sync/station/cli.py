@@ -31,7 +31,6 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -46,8 +45,8 @@ from agent.timeline import case_timelines, render_timeline
 from agent.verify_cli import printable
 from firmware_config.profiles import load_profiles
 from firmware_config.station_config import StationConfig, load_station_config
-from sync.station.assign import ASSIGN_COMMANDS, add_assign_command, latest_assignments
-from sync.station.index import SqliteIndex
+from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
+from sync.station.index import SqliteIndex, technician_index
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
 from sync.station.report import device_statuses, enroll_device, render_problems, render_status
 from sync.station.store import FilesystemEvidenceStore
@@ -151,11 +150,8 @@ def _add_device(config: StationConfig, args: argparse.Namespace) -> int:
     from agent.evidence.keys import load_public_key
 
     public_key = load_public_key(args.pubkey)
-    index = _open_index(config, create=True)
-    try:
+    with technician_index(config.index_path) as index:
         print(enroll_device(index, args.device_id, public_key, SystemClock().now().wall_us, args.replace))
-    finally:
-        index.close()
     return EXIT_OK
 
 
@@ -168,9 +164,7 @@ def _show_key(config: StationConfig, args: argparse.Namespace) -> int:
 def _status(config: StationConfig, args: argparse.Namespace) -> int:
     index = _open_index(config)
     try:
-        assigned = latest_assignments(config.index_path)
-        statuses = [replace(s, assigned_officer=(assigned[s.device.id].officer, assigned[s.device.id].issued_us))
-                    if s.device.id in assigned else s for s in device_statuses(index, SystemClock().now().wall_us)]
+        statuses = device_statuses(index, SystemClock().now().wall_us)
         enrolled = {s.device.id for s in statuses}
         stray = [p for p in index.problems() if p.resolved_us is None and p.device not in enrolled]
     finally:

@@ -1,5 +1,5 @@
 """The station's index: enrolled devices, sync sessions, stored records, file claims and files, staged byte
-ranges, cases and problems.
+ranges, cases, problems, health reports and the officer assignments the station published.
 
 :class:`Index` is the port; :class:`SqliteIndex` implements it with sqlite3 (WAL, ``synchronous=FULL``,
 one connection used from one thread); PostgreSQL fits behind the same methods. The evidence itself is in
@@ -10,6 +10,7 @@ durable, so after a crash it may lag the store but never run ahead of it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -22,6 +23,7 @@ from agent.evidence.fsutil import display_path
 from sync.station.model import (
     DEVICE_FAULT,
     GAP,
+    AssignmentRow,
     CaseUpdate,
     ChainHead,
     Claim,
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS health (
     device TEXT PRIMARY KEY, at_wall_us INTEGER NOT NULL, boot TEXT NOT NULL, state TEXT NOT NULL,
     summary TEXT NOT NULL, clock_trusted INTEGER NOT NULL, checks TEXT NOT NULL, metrics TEXT NOT NULL,
     line BLOB NOT NULL, received_us INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS assignments (
+    device TEXT NOT NULL, serial TEXT NOT NULL, officer TEXT NOT NULL, issued_us INTEGER NOT NULL,
+    line TEXT NOT NULL, PRIMARY KEY (device, serial)) WITHOUT ROWID;
 """
 
 
@@ -127,6 +132,10 @@ class Index(Protocol):
     def health(self, device: str) -> HealthRow | None: ...
     def open_device_fault(self, device: str, obj: str, reason: str, topic: str | None, at_us: int) -> bool: ...
     def resolve_device_faults(self, device: str, keep: Sequence[str], at_us: int) -> list[str]: ...
+
+    # officer assignments
+    def add_assignment(self, row: AssignmentRow, line: str) -> None: ...
+    def latest_assignments(self) -> dict[str, AssignmentRow]: ...
 
 
 class SqliteIndex:
@@ -432,3 +441,41 @@ class SqliteIndex:
             done = [(r[0], r[1]) for r in rows if r[1] not in keep]
             db.executemany("UPDATE problems SET resolved_us=? WHERE id=?", [(at_us, i) for i, _ in done])
         return [obj for _, obj in done]
+
+    # --- officer assignments ---------------------------------------------------------------------------------
+
+    def add_assignment(self, row: AssignmentRow, line: str) -> None:
+        """Keep an assignment the broker took, with its signed line; the same serial again changes nothing."""
+        self._db.execute("INSERT OR IGNORE INTO assignments (device, serial, officer, issued_us, line) "
+                         "VALUES (?, ?, ?, ?, ?)", (row.device, row.serial, row.officer, row.issued_us, line))
+
+    def latest_assignments(self) -> dict[str, AssignmentRow]:
+        """The newest assignment published per device; empty when none was ever published."""
+        rows = self._db.execute("SELECT device, officer, issued_us, serial FROM assignments ORDER BY issued_us")
+        return {r[0]: AssignmentRow(r[0], r[1], r[2], r[3]) for r in rows}
+
+
+@contextmanager
+def technician_index(path: Path) -> Iterator[SqliteIndex]:
+    """The index as a technician's command opens it (add-device, enroll, revoke, assign; often under sudo).
+
+    On the way out, index files root created (the database, its WAL and shared memory) are handed to the owner
+    of the data folder: otherwise the receiver, running as its own user, could no longer write its index.
+    """
+    index = SqliteIndex(path)
+    try:
+        yield index
+    finally:
+        index.close()
+        _give_to_folder_owner(path)
+
+
+def _give_to_folder_owner(path: Path) -> None:
+    if os.geteuid() != 0 or not path.parent.exists():
+        return
+    owner = path.parent.stat()
+    if owner.st_uid == 0:
+        return
+    for item in path.parent.glob(f"{path.name}*"):
+        if item.stat().st_uid != owner.st_uid:
+            os.chown(item, owner.st_uid, owner.st_gid)

@@ -3,8 +3,8 @@
 Per line, against the device's watermark (the last record stored with nothing missing before it):
 
 - at or below it: an identical copy is a harmless duplicate; a different, validly signed record is a fork;
-- the next one: identity (device id, enrolled key), signature and link to the watermark, then the shared
-  ChainVerifier (anchored at the watermark) for what it checks of the content; verified -> stored;
+- the next one: identity (device id, enrolled key) and link to the watermark, then the shared ChainVerifier
+  (anchored at the watermark) for the signature and what it checks of the content; verified -> stored;
 - beyond it: identity and signature checked, then held (a bounded number per device) until the hole fills.
 
 Nothing past a problem is stored: the first problem ends the message. Stored lines go to the device's ledger
@@ -54,6 +54,8 @@ _CONTENT_FINDINGS = (
     "file already recorded by seq",
     "purge of a file no earlier segment record vouches for",
 )
+# The chain verifier's words for a record whose signature does not verify (a forgery, not a broken chain).
+SIGNATURE_INVALID = "signature invalid"
 CASE_TYPES = ("case-open", "stage", "case-close")
 # A verifier remembers every record it saw; starting a fresh one (anchored where the chain stands) now and
 # then bounds that memory. Only its cross-record content checks (monotonic time, a second record for a file)
@@ -209,17 +211,24 @@ class RecordIntake:
 
     # --- the next record of the chain -------------------------------------------------------------------------
 
-    def _identity(self, device: DeviceRow, signed: SignedRecord) -> tuple[str, str] | None:
-        """Enrolled key and signature: the problem kind and reason, or None when the record is the device's."""
+    @staticmethod
+    def _key_problem(device: DeviceRow, signed: SignedRecord) -> tuple[str, str] | None:
+        """The enrolled key (not the signature): the problem kind and reason, or None."""
         record = signed.record
         if record.key != device.fingerprint:
             return WRONG_KEY, (f"signed by another key ({record.key[:16]}..., enrolled "
                                f"{device.fingerprint[:16]}...)")
         if record.type == "boot" and record.body["public_key"] != device.public_key:
             return WRONG_KEY, "boot record announces a different public key than the enrolled one"
-        if not verify_signature(public_key_from_hex(device.public_key), signed.payload, signed.signature):
-            return BAD_SIGNATURE, "signature invalid"
         return None
+
+    def _identity(self, device: DeviceRow, signed: SignedRecord) -> tuple[str, str] | None:
+        """Enrolled key and signature: the problem kind and reason, or None when the record is the device's."""
+        judged = self._key_problem(device, signed)
+        if judged is None and not verify_signature(public_key_from_hex(device.public_key), signed.payload,
+                                                   signed.signature):
+            return BAD_SIGNATURE, SIGNATURE_INVALID
+        return judged
 
     def _chain(self, device: DeviceRow, batch: _Batch) -> ChainVerifier:
         cached = self._chains.get(device.id)
@@ -232,21 +241,22 @@ class RecordIntake:
 
     def _accept(self, device: DeviceRow, raw: bytes, signed: SignedRecord, batch: _Batch, topic: str) -> bool:
         seq = signed.seq
-        judged = self._identity(device, signed)
+        judged = self._key_problem(device, signed)
+        if judged is None and signed.record.prev != batch.link:
+            # A forgery is reported as one, not as a fork: only off the chain is the signature checked here.
+            judged = self._identity(device, signed) or (
+                FORK, f"fork: prev hash does not match the link of seq {seq - 1} the station holds")
         if judged is not None:
             self._problems.report(judged[0], device.id, judged[1], seq=seq, topic=topic)
             return False
-        if signed.record.prev != batch.link:
-            self._problems.report(FORK, device.id, f"fork: prev hash does not match the link of seq {seq - 1} the "
-                                  "station holds", seq=seq, topic=topic)
-            return False
         chain = self._chain(device, batch)
         before = len(chain.report.problems)
-        chain.feed_line(raw, seq)
+        chain.feed_line(raw, seq)  # verifies the signature: the one Ed25519 check of a record in the chain
         findings = chain.report.problems[before:]
         breaking = [f for f in findings if not f.message.startswith(_CONTENT_FINDINGS)]
         if breaking:
-            self._problems.report(MALFORMED, device.id, breaking[0].message, seq=seq, obj=breaking[0].object,
+            kind = BAD_SIGNATURE if breaking[0].message == SIGNATURE_INVALID else MALFORMED
+            self._problems.report(kind, device.id, breaking[0].message, seq=seq, obj=breaking[0].object,
                                   topic=topic)
             return False
         for finding in findings:

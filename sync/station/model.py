@@ -144,6 +144,16 @@ class HealthRow:
 
 
 @dataclass(frozen=True)
+class AssignmentRow:
+    """An officer assignment this station signed and the broker took (``bodycam-station assign``)."""
+
+    device: str
+    officer: str
+    issued_us: int
+    serial: str
+
+
+@dataclass(frozen=True)
 class CaseUpdate:
     """What a case-open, stage or case-close record says about a case."""
 

@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +31,8 @@ from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path, write_file_durably
 from agent.evidence.keys import load_device_key, load_or_create_device_key, public_key_pem
 from agent.evidence.record import DEVICE_ID_PATTERN
-from firmware_config.station_config import StationConfig, load_station_config
+from firmware_config.station_config import StationConfig, load_station_config, parse_station_config
+from firmware_config.toml_write import dumps
 from sync.broker import (
     DEFAULT_MAX_PACKET_BYTES,
     STATION_USER,
@@ -41,7 +42,7 @@ from sync.broker import (
 )
 from sync.enrollment import EnrollmentBundle, parse_request, read_json_file, spki
 from sync.station.certificates import StationCA, broker_folder, issued_certificates, record_issued
-from sync.station.index import SqliteIndex
+from sync.station.index import technician_index
 from sync.station.report import enroll_device
 
 EXIT_OK = 0
@@ -136,28 +137,23 @@ def _check_existing(config: StationConfig, args: argparse.Namespace, port: int) 
                           f"pass --port {config.broker.port}")
 
 
-def _station_toml(station_id: str, data: Path, ack_key: Path, broker: Path, host: str, port: int) -> str:
-    def q(value: object) -> str:
-        return json.dumps(str(value))  # JSON string escapes are TOML basic-string escapes
+STATION_TOML_HEADER = (
+    "Written once by bodycam-station init; edit freely (firmware_config/station.example.toml lists every key).\n"
+    "[broker] is the station's own Mosquitto; this receiver connects to it as CN \"station\".\n"
+    "limits.max_message_bytes is also the broker's max_packet_size.")
 
-    return "\n".join([
-        "# Written once by bodycam-station init; edit freely (firmware_config/station.example.toml lists every key).",
-        "[station]",
-        f"id = {q(station_id)}",
-        f"data = {q(data)}",
-        f"key = {q(ack_key)}",
-        "",
-        "[broker]                  # the station's own Mosquitto; this receiver connects as CN \"station\"",
-        f"host = {q(host)}",
-        f"port = {port}",
-        f"ca = {q(broker / 'ca.crt')}",
-        f"cert = {q(broker / 'station.crt')}",
-        f"key = {q(broker / 'station.key')}",
-        "",
-        "[limits]",
-        f"max_message_bytes = {DEFAULT_MAX_PACKET_BYTES}   # also the broker's max_packet_size",
-        "",
-    ])
+
+def _station_toml(toml_path: Path, station_id: str, data: Path, ack_key: Path, broker: Path, host: str,
+                  port: int) -> str:
+    """The new station.toml, checked to read back as a valid config (ConfigError, naming the key, if not)."""
+    text = dumps({
+        "station": {"id": station_id, "data": str(data), "key": str(ack_key)},
+        "broker": {"host": host, "port": port, "ca": str(broker / "ca.crt"), "cert": str(broker / "station.crt"),
+                   "key": str(broker / "station.key")},
+        "limits": {"max_message_bytes": DEFAULT_MAX_PACKET_BYTES},
+    }, STATION_TOML_HEADER)
+    parse_station_config(tomllib.loads(text), display_path(toml_path))  # what init writes must be what serve reads
+    return text
 
 
 def station_init(args: argparse.Namespace) -> int:
@@ -170,6 +166,10 @@ def station_init(args: argparse.Namespace) -> int:
         _check_existing(existing, args, port)
     ack_key = existing.key if existing else (args.ack_key or folder / "ack.key").absolute()
     data = existing.data if existing else (args.data or folder / "data").absolute()
+    text = None
+    if existing is None:  # checked before anything is made
+        receiver_host = next((h for h in hosts if h in LOOPBACK), hosts[0])
+        text = _station_toml(toml_path, args.station_id or "station-01", data, ack_key, broker, receiver_host, port)
     watched = [broker, toml_path, ack_key]
     before = _snapshot(watched)
 
@@ -180,11 +180,8 @@ def station_init(args: argparse.Namespace) -> int:
     recorded = json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n"
     write_if_changed(broker / SETTINGS_FILE, recorded.encode(), mode=0o644)
     key = load_or_create_device_key(ack_key)
-    if existing is None:
-        receiver_host = next((h for h in hosts if h in LOOPBACK), hosts[0])
-        text = _station_toml(args.station_id or "station-01", data, ack_key, broker, receiver_host, port)
+    if text is not None:
         write_file_durably(toml_path, text.encode(), mode=0o644, exclusive=True)
-        load_station_config(toml_path)  # what init writes must be what serve reads
 
     after = _snapshot(watched)
     created = sorted(p for p in after if p not in before)
@@ -209,18 +206,6 @@ def _cert_fingerprint(pem: bytes) -> str:
 # --- enroll ---------------------------------------------------------------------------------------------------
 
 
-def _leave_index_to_its_owner(config: StationConfig) -> None:
-    """Run with sudo, enroll and revoke must not leave index files the receiver's own user cannot write."""
-    if os.geteuid() != 0 or not config.data.exists():
-        return
-    owner = config.data.stat()
-    if owner.st_uid == 0:
-        return
-    for path in config.data.glob(f"{config.index_path.name}*"):
-        if path.stat().st_uid != owner.st_uid:
-            os.chown(path, owner.st_uid, owner.st_gid)
-
-
 def _bundle_host(broker: Path, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -238,8 +223,7 @@ def _enroll(config: StationConfig, args: argparse.Namespace) -> int:
     revoked_serials = ca.revoked()
     host = _bundle_host(broker, args.broker_host)
     csr_key = spki(request.mqtt_public_key)
-    index = SqliteIndex(config.index_path)
-    try:
+    with technician_index(config.index_path) as index:
         row = index.device(device)
         live = [c for c in issued_certificates(broker, device) if c.serial_number not in revoked_serials]
         other_keys = [c for c in live if spki(c.public_key()) != csr_key]
@@ -264,9 +248,6 @@ def _enroll(config: StationConfig, args: argparse.Namespace) -> int:
             path = record_issued(broker, device, cert_pem)
             issued = f"certificate {x509.load_pem_x509_certificate(cert_pem).serial_number:x} ({display_path(path)})"
         outcome = enroll_device(index, device, request.ed25519, SystemClock().now().wall_us, args.replace)
-    finally:
-        index.close()
-        _leave_index_to_its_owner(config)
     bundle = EnrollmentBundle(
         device_id=device, station_id=config.station_id, ca=ca.cert_pem.decode("ascii"),
         station_key=public_key_pem(ack_key.public_key), broker_host=host, broker_port=config.broker.port,
@@ -298,8 +279,7 @@ def _revoke(config: StationConfig, args: argparse.Namespace) -> int:
     ca = StationCA.load(broker)
     ca.revoked()  # a damaged CRL is reported before the index is touched
     certs = issued_certificates(broker, device)
-    index = SqliteIndex(config.index_path)
-    try:
+    with technician_index(config.index_path) as index:
         row = index.device(device)
         if row is None and not certs:
             raise UsageError(f"device {device}: not enrolled at this station and no certificate issued for it")
@@ -307,9 +287,6 @@ def _revoke(config: StationConfig, args: argparse.Namespace) -> int:
         was_revoked = row is not None and row.revoked
         if row is not None and not row.revoked:
             index.put_device(dataclasses.replace(row, revoked=True))
-    finally:
-        index.close()
-        _leave_index_to_its_owner(config)
     if was_revoked and not new:
         print(f"device {device}: already revoked; nothing changed")
         return EXIT_OK

@@ -102,6 +102,7 @@ class DeviceStatus:
 
 def device_statuses(index: Index, now_us: int) -> list[DeviceStatus]:
     problems = [p for p in index.problems() if p.resolved_us is None]
+    assigned = index.latest_assignments()
     statuses = []
     for device in index.devices():
         head = index.head(device.id)
@@ -122,6 +123,8 @@ def device_statuses(index: Index, now_us: int) -> list[DeviceStatus]:
             open_problems=len(mine), problem_kinds=dict(sorted(Counter(p.kind for p in mine).items())),
             holes=[p.reason for p in mine if p.kind == GAP],
             health=health_view(index.health(device.id), now_us),
+            assigned_officer=None if device.id not in assigned else (
+                assigned[device.id].officer, assigned[device.id].issued_us),
         ))
     return statuses
 

@@ -48,18 +48,24 @@ class Incoming:
     received_us: int
 
 
-def make_client(config: StationConfig) -> mqtt.Client:
-    """The receiver's MQTT client: MQTT 5, TLS with its certificate, manual acks, reconnect backoff."""
+def tls_client(config: StationConfig, client_id: str) -> mqtt.Client:
+    """An MQTT 5 client with the station's TLS files; ConfigError naming the keys when they cannot be loaded."""
     ca, cert, key = require_broker_tls(config)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.broker.client_id, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     try:
         client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"{config.source}: keys 'broker.ca/cert/key': cannot load the TLS files ({exc})") from None
-    client.manual_ack_set(True)
-    client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     # A failing callback would otherwise end the network thread, and with it every reconnect.
     client.suppress_exceptions = True
+    return client
+
+
+def make_client(config: StationConfig) -> mqtt.Client:
+    """The receiver's MQTT client: MQTT 5, TLS with its certificate, manual acks, reconnect backoff."""
+    client = tls_client(config, config.broker.client_id)
+    client.manual_ack_set(True)
+    client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     client.enable_logger(logging.getLogger("paho"))
     return client
 

@@ -18,20 +18,17 @@ message retained and hands it out again at the next connect, and the device reco
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import (
     BodycamError,
-    ConfigError,
-    KeyFileError,
-    LedgerBusyError,
-    LedgerError,
     RecordFormatError,
     RefusedError,
-    StoreError,
     VerificationError,
 )
 from agent.evidence.assignment import (
@@ -44,11 +41,10 @@ from agent.evidence.assignment import (
     verdict_text,
     verify_assignment,
 )
-from agent.evidence.fsutil import display_path
-from agent.evidence.keys import load_device_key
-from agent.evidence.ledger import Ledger
-from agent.evidence.store import StoreLayout, read_records
+from agent.evidence.ledger import open_without_agent
+from agent.evidence.store import read_records
 from firmware_config.device_config import DeviceConfig
+from sync.uploader.custody_port import first_that_works
 
 log = logging.getLogger(__name__)
 ASSIGNMENT_BOOT_REASON = "officer assignment"  # the boot record of DirectAssignment's own opening
@@ -62,13 +58,6 @@ class AssignmentPort(Protocol):
         ...
 
 
-_ERRORS: dict[str, type[BodycamError]] = {
-    cls.__name__: cls
-    for cls in (VerificationError, RecordFormatError, RefusedError, LedgerError, LedgerBusyError, StoreError,
-                KeyFileError, ConfigError)
-}
-
-
 class AgentAssignment:
     """Through the running agent's control socket (op ``assign``)."""
 
@@ -77,16 +66,10 @@ class AgentAssignment:
         self.timeout = timeout
 
     def assign(self, line: bytes) -> str:
-        from agent.control_socket import ControlError, send_request
+        from agent.control_socket import call_op  # as AgentCustody: only a device with an agent needs it
 
         text = line.rstrip(b"\n").decode("ascii", "replace")
-        reply = send_request(self.socket_path, {"op": "assign", "assignment": text}, timeout=self.timeout)
-        if reply.get("ok") is not True:
-            error = _ERRORS.get(str(reply.get("error_type")), ControlError)
-            raise error(f"agent ({display_path(self.socket_path)}) refused the assignment: {reply.get('error')}")
-        result: Any = reply.get("result")
-        if not isinstance(result, dict):
-            raise ControlError(f"control socket {display_path(self.socket_path)}: a reply without a result")
+        result = call_op(self.socket_path, {"op": "assign", "assignment": text}, "the assignment", timeout=self.timeout)
         return str(result.get("message"))
 
 
@@ -106,14 +89,8 @@ class DirectAssignment:
         verdict = judge_station(signed.assignment, state, case_id)
         if verdict is not Verdict.RECORD:
             return verdict_text(verdict, signed.assignment.officer)
-        key = load_device_key(config.key)
-        try:
-            ledger = Ledger.open(config.store, key, config.device_id, boot_reason=ASSIGNMENT_BOOT_REASON)
-        except LedgerBusyError:
-            raise LedgerBusyError(
-                f"ledger {display_path(StoreLayout(config.store).ledger_path)}: held by the running agent (or "
-                "another writer); the assignment goes through the agent's control socket, or is tried again"
-            ) from None
+        ledger = open_without_agent(config.store, config.key, config.device_id, ASSIGNMENT_BOOT_REASON,
+                                    "the assignment goes through the agent's control socket, or is tried again")
         with ledger:
             verdict, record = record_station_assignment(ledger, signed, self.station_key, config.officer_id,
                                                         read_records(config.store))
@@ -129,18 +106,10 @@ class AssignmentChain:
         self.direct = DirectAssignment(config, station_key)
 
     def assign(self, line: bytes) -> str:
-        failures: list[str] = []
-        ways: list[tuple[str, AssignmentPort]] = [("direct", self.direct)]
+        ways: list[tuple[str, Callable[[], str]]] = [("direct", partial(self.direct.assign, line))]
         if self.socket_path.exists():
-            ways.insert(0, ("agent", self.agent))
-        for name, port in ways:
-            try:
-                return port.assign(line)
-            except (*INVALID, RefusedError):
-                raise
-            except BodycamError as exc:
-                failures.append(f"{name}: {exc}")
-        raise LedgerError(f"assignment not recorded: {'; '.join(failures)}")
+            ways.insert(0, ("agent", partial(self.agent.assign, line)))
+        return first_that_works(ways, "assignment not recorded", (*INVALID, RefusedError))
 
 
 class AssignmentInbox:

@@ -21,9 +21,11 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from agent.errors import BodycamError, LedgerError, VerificationError
 from agent.evidence.ack import parse_ack
@@ -34,6 +36,25 @@ log = logging.getLogger(__name__)
 SPOOL_SUFFIX = ".line"
 HOLD_MAX_S = 60.0
 REJECTED_SUFFIX = ".rejected"
+
+
+T = TypeVar("T")
+
+
+def first_that_works(ways: Sequence[tuple[str, Callable[[], T]]], what: str,
+                     final: tuple[type[BodycamError], ...] = ()) -> T:
+    """The result of the first of ``ways`` (name, call) that does not fail. An error in ``final`` (the request
+    itself is refused: every way would refuse it) is raised at once; when every way fails, a LedgerError
+    starting with ``what`` names each failure."""
+    failures: list[str] = []
+    for name, call in ways:
+        try:
+            return call()
+        except final:
+            raise
+        except BodycamError as exc:
+            failures.append(f"{name}: {exc}")
+    raise LedgerError(f"{what}: {'; '.join(failures) or 'no custody available'}")
 
 
 def spool_folder(store: Path) -> Path:
@@ -54,47 +75,31 @@ class CustodyChain:
                 if name not in self.available or self.available[name].exists()]
 
     def record_receipt(self, ack_line: bytes) -> str:
-        failures: list[str] = []
-        for name, custody in self._candidates():
-            try:
-                return custody.record_receipt(ack_line)
-            except VerificationError:
-                raise
-            except BodycamError as exc:
-                failures.append(f"{name}: {exc}")
-        raise LedgerError(f"receipt not recorded: {'; '.join(failures) or 'no custody available'}")
+        ways = [(name, partial(custody.record_receipt, ack_line)) for name, custody in self._candidates()]
+        return first_that_works(ways, "receipt not recorded", (VerificationError,))
 
     def record_receipts(self, ack_lines: Sequence[bytes]) -> list[str | BodycamError]:
         """Several acks at once: a custody that can take them together (the direct one opens the ledger
         once for all) gets them in one call; otherwise one by one. Per line: what was done, or its error."""
-        failures: list[str] = []
-        for name, custody in self._candidates():
-            batch = getattr(custody, "record_receipts", None)
-            try:
-                if batch is not None:
-                    outcomes: list[str | BodycamError] = list(batch(ack_lines))
-                    return outcomes
-                outcomes = []
-                for line in ack_lines:
-                    try:
-                        outcomes.append(custody.record_receipt(line))
-                    except VerificationError as exc:
-                        outcomes.append(exc)
-                return outcomes
-            except VerificationError:
-                raise
-            except BodycamError as exc:
-                failures.append(f"{name}: {exc}")
-        raise LedgerError(f"receipts not recorded: {'; '.join(failures) or 'no custody available'}")
+        ways = [(name, partial(_record_each, custody, ack_lines)) for name, custody in self._candidates()]
+        return first_that_works(ways, "receipts not recorded", (VerificationError,))
 
     def purge_acknowledged(self) -> list[str]:
-        failures: list[str] = []
-        for name, custody in self._candidates():
-            try:
-                return custody.purge_acknowledged()
-            except BodycamError as exc:
-                failures.append(f"{name}: {exc}")
-        raise LedgerError(f"purge not done: {'; '.join(failures) or 'no custody available'}")
+        ways = [(name, custody.purge_acknowledged) for name, custody in self._candidates()]
+        return first_that_works(ways, "purge not done")
+
+
+def _record_each(custody: Custody, ack_lines: Sequence[bytes]) -> list[str | BodycamError]:
+    batch = getattr(custody, "record_receipts", None)  # only DirectCustody has it: the agent records one by one
+    if batch is not None:
+        return list(batch(ack_lines))
+    outcomes: list[str | BodycamError] = []
+    for line in ack_lines:
+        try:
+            outcomes.append(custody.record_receipt(line))
+        except VerificationError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 class AckSpool:

@@ -26,7 +26,7 @@ from agent.evidence.encoding import GENESIS_PREV, record_link
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import fingerprint, public_key_from_hex, verify_signature
 from agent.evidence.record import SignedRecord
-from agent.evidence.store import StoreLayout
+from agent.evidence.store import StoreLayout, ledger_for_reading, pread_all
 from sync.uploader.plan import BadLine, LedgerLine, parse_lines, read_complete_lines
 
 # The records the uploader's decisions need; checkpoints (the bulk of a ledger) are not kept.
@@ -67,23 +67,14 @@ class LedgerView:
 
     def refresh(self) -> None:
         """Take in the complete lines appended since the last refresh."""
-        path = self.layout.ledger_path
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot open for reading ({exc.strerror})") from None
-        try:
+        with ledger_for_reading(self.layout) as fd:
             self._refresh(fd)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot read ({exc.strerror})") from None
-        finally:
-            os.close(fd)
 
     def _refresh(self, fd: int) -> None:
         info = os.fstat(fd)
         if self._tail is not None and not self._same_file(fd, info.st_ino, info.st_size):
             self._reset()
-        data = _pread_all(fd, self._end, info.st_size - self._end)
+        data = pread_all(fd, self._end, info.st_size - self._end, READ_BYTES)
         raw_lines = read_complete_lines(data)
         parsed = parse_lines(raw_lines, self.device_id, first_seq=len(self._starts) + 1,
                              first_number=len(self._starts) + 1)
@@ -176,26 +167,5 @@ class LedgerView:
         return parsed.lines
 
     def _read(self, start: int, end: int) -> bytes:
-        path = self.layout.ledger_path
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot open for reading ({exc.strerror})") from None
-        try:
-            return _pread_all(fd, start, end - start)
-        except OSError as exc:
-            raise StoreError(f"ledger {display_path(path)}: cannot read ({exc.strerror})") from None
-        finally:
-            os.close(fd)
-
-
-def _pread_all(fd: int, offset: int, length: int) -> bytes:
-    parts: list[bytes] = []
-    while length > 0:
-        part = os.pread(fd, min(length, READ_BYTES), offset)
-        if not part:
-            break
-        parts.append(part)
-        offset += len(part)
-        length -= len(part)
-    return b"".join(parts)
+        with ledger_for_reading(self.layout) as fd:
+            return pread_all(fd, start, end - start, READ_BYTES)

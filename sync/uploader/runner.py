@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import BodycamError, ProtocolError
 from agent.evidence.custody import Custody, RetentionPolicy, purge_candidates
 from firmware_config.device_config import DeviceConfig
-from sync.protocol import parse_topic, up_topic
+from sync.protocol import up_topic
 from sync.uploader.acks import AckHandler, UploadState
 from sync.uploader.assignment import AssignmentInbox, make_assignment_inbox
 from sync.uploader.connection import Connection
@@ -127,7 +127,7 @@ class Uploader:
     def forward_health(self) -> bool:
         """Publish the health report (retained) if it changed or this is a new connection; False when the
         broker cannot be reached. Before the session, so a failed self-test reaches the station first."""
-        line = self.health.due(self.conn if self.conn is not None and not self.conn.closed else None)
+        line = self.health.due(self._live())
         if line is None:
             return True
         try:
@@ -146,38 +146,33 @@ class Uploader:
             self.conn.close()
             self.conn = None
 
+    def _live(self) -> Connection | None:
+        """The connection when it is still open."""
+        return self.conn if self.conn is not None and not self.conn.closed else None
+
     def _connection(self) -> Connection:
-        if self.conn is not None and not self.conn.closed:
-            return self.conn
+        if (live := self._live()) is not None:
+            return live
         conn = Connection(self.settings, self.config.device_id)
         conn.open()
         self.conn = conn
         return conn
 
     def _take_events(self) -> None:
-        """Acks (and a disconnect) that arrived between sessions; statuses of ended sessions are stale."""
+        """What arrived between sessions (acks, an officer assignment, a disconnect), routed as in a session:
+        one that is not run, so the statuses and hello replies of ended sessions match nothing in it."""
         conn = self.conn
         if conn is None:
             return
+        routing = Session(conn, self.settings, self.config.device_id, self.view, self.acks, self.state, self.stop,
+                          assignments=self.assignments)
         while (event := conn.next_event(0)) is not None:
-            if event.kind == "disconnected":
-                log.info("%s: connection lost between sessions (%s)", conn.broker, event.reason)
-                conn.close()
+            try:
+                routing.handle(event)
+            except ProtocolError as exc:  # the connection was lost (the session closed it)
+                log.info("between sessions: %s", exc)
                 self.conn = None
                 return
-            if event.kind != "message":
-                continue
-            try:
-                kind = parse_topic(event.topic).kind
-            except ProtocolError as exc:
-                log.warning("message ignored: %s", exc)
-                continue
-            if kind == "ack":
-                self.acks.handle(event.payload)
-            elif kind == "assignment":
-                self.assignments.offer(event.payload)
-            elif kind == "error":
-                log.warning("station refused a message: %s", event.payload[:200].decode("ascii", "replace"))
 
     def _maybe_purge(self) -> None:
         if not self.settings.purge:
@@ -261,8 +256,6 @@ class Uploader:
     def _listen(self) -> bool:
         """Keep a connection while idle, so that what the station sends unasked (an officer assignment)
         arrives; False when the broker cannot be reached."""
-        if self.conn is not None and not self.conn.closed:
-            return True
         try:
             self._connection()
         except ProtocolError as exc:

@@ -128,6 +128,7 @@ class Session:
             event = self.conn.next_event(0)  # take what else is there without waiting: statuses come in bursts
 
     def handle(self, event: Event) -> None:
+        """Route one event; a bad message is logged and ignored. ProtocolError: the connection was lost."""
         if event.kind == "disconnected":
             self.conn.close()
             raise ProtocolError(f"{self.conn.broker}: connection lost ({event.reason})")

@@ -7,8 +7,6 @@ overlay is watched by wrapping ``draw_overlay`` where the capture thread calls i
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -193,13 +191,6 @@ def test_a_station_assignment_is_recorded_burnt_in_and_used_by_the_workflow(harn
     assert device.assign_station(station_assignment("B9999", T0 + 10, "a" * 32), STATION.public_key)["outcome"] \
         == "in-effect"
     assert device.officer == "C0001"
-
-
-@pytest.fixture
-def short_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_control_socket_assign_op(harness: Harness, short_folder: Path, tmp_path: Path) -> None:

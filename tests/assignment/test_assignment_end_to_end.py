@@ -9,14 +9,10 @@ and a restart keep the newest officer; the retained message seen again is not re
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from broker_fixture import connect
 from helpers import wait_for
 from sync_world import BIN, SyncWorld
@@ -27,13 +23,6 @@ from agent.evidence.store import read_records
 from sync.protocol import down_topic
 
 DEVICE = "cam-0001"
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def device_toml(world: SyncWorld, folder: Path, socket_path: Path) -> Path:
@@ -66,10 +55,10 @@ def station_assign(world: SyncWorld, device: str, officer: str) -> subprocess.Co
 
 
 def test_station_assignment_reaches_the_agent_and_comes_back_in_the_stations_copy(
-    world: SyncWorld, tmp_path: Path, short_dir: Path
+    world: SyncWorld, tmp_path: Path, short_folder: Path
 ) -> None:
-    config = device_toml(world, tmp_path, short_dir / "control.sock")
-    daemon = Daemon(config, short_dir / "control.sock", tmp_path / "store", tmp_path)
+    config = device_toml(world, tmp_path, short_folder / "control.sock")
+    daemon = Daemon(config, short_folder / "control.sock", tmp_path / "store", tmp_path)
     world.start_station()
     daemon.start()
     try:

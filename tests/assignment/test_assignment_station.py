@@ -16,9 +16,9 @@ from agent.evidence.assignment import parse_assignment, verify_assignment
 from firmware_config.station_config import load_station_config
 from sync.broker import free_port
 from sync.protocol import down_topic
-from sync.station.assign import latest_assignments
 from sync.station.cli import main as station_main
 from sync.station.index import SqliteIndex
+from sync.station.model import AssignmentRow
 
 DEVICE_KEY = seeded_key(1)
 
@@ -33,6 +33,14 @@ def retained(world: SyncWorld, device: str) -> list[tuple[bytes, bool]]:
         return got
     finally:
         client.close()
+
+
+def latest_assignments(index_path: Path) -> dict[str, AssignmentRow]:
+    index = SqliteIndex(index_path)
+    try:
+        return index.latest_assignments()
+    finally:
+        index.close()
 
 
 def test_assign_publishes_a_retained_signed_assignment_and_records_it(world: SyncWorld) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import FakeClock, seeded_key
 
-from agent.errors import LedgerBusyError, RefusedError, VerificationError
+from agent.errors import LedgerBusyError, LedgerError, RefusedError, VerificationError
 from agent.evidence.assignment import Assignment, SignedAssignment, officer_state, sign_assignment
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
@@ -129,3 +129,21 @@ def test_the_chain_asks_the_running_agent_first(tmp_path: Path) -> None:
     chain.socket_path.touch()
     assert chain.assign(b"x") == "agent took it"
     assert calls == ["direct", "agent"]
+
+
+def test_the_chain_falls_back_to_the_ledger_but_not_after_a_refusal(tmp_path: Path) -> None:
+    config, _store = _config(tmp_path)
+    chain = AssignmentChain(config, STATION.public_key)  # type: ignore[arg-type]
+    chain.socket_path.touch()
+    agent, direct = FakePort(), FakePort()
+    chain.agent, chain.direct = agent, direct  # type: ignore[assignment]
+    agent.fail = LedgerBusyError("agent stopping")
+    assert chain.assign(b"x") == "recorded" and len(direct.lines) == 1  # the agent could not: the ledger then
+    direct.fail = LedgerBusyError("held")
+    with pytest.raises(LedgerError, match="assignment not recorded: agent: agent stopping; direct: held"):
+        chain.assign(b"x")
+    for refusal in (RefusedError("a case is open"), VerificationError("signature invalid")):
+        agent.fail = refusal
+        with pytest.raises(type(refusal)):
+            chain.assign(b"x")
+    assert len(direct.lines) == 2  # a refusal by the device is final: the ledger is not asked

@@ -210,6 +210,19 @@ def test_only_the_newest_waiting_pattern_plays(driver: Any, led: Any, buzzer: An
     assert QUEUE_LIMIT_S < START_BUDGET_S
 
 
+def test_wait_idle_returns_when_the_patterns_end(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
+    assert driver.wait_idle(0.01) is True  # nothing playing
+    driver.show(FeedbackEffect(Feedback.ACK))
+    driver.show(FeedbackEffect(Feedback.STAGE))  # waits for the click to end
+    total = pattern_for(FeedbackEffect(Feedback.ACK)).total_s + pattern_for(FeedbackEffect(Feedback.STAGE)).total_s
+    assert driver.wait_idle(total / 4) is False  # still playing
+    started = time.monotonic()
+    assert driver.wait_idle(5) is True
+    # Woken by the worker as the waiting pattern ends, not seconds of polling later.
+    assert time.monotonic() - started < total + TOLERANCE_MS / 1000
+    assert not buzzer.state and [bool(s) for s, _ in hw.phases(buzzer)][-2:] == [False, True]  # both played, now silent
+
+
 def test_rgb_led_colours(mock_factory: Any, hw: SimpleNamespace) -> None:
     with FeedbackDriver(hw.quick_config(rgb=True), pin_factory=mock_factory) as driver:
         red, green, blue = (mock_factory.pin(p) for p in hw.RGB_PINS)

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from helpers import FakeClock, seeded_key, stand_in_segment
+from custody_support import DEVICE, HOUR_US, IMPOSTOR, KEY, STATION, ack_of, flip_byte
+from helpers import FakeClock, stand_in_segment
 
 from agent.errors import LedgerBusyError, VerificationError
 from agent.evidence.ack import Ack, AckedFile, SignedAck, sign_ack
@@ -32,11 +33,6 @@ from agent.evidence.store import read_records, segment_file_name
 from agent.evidence.verify import verify_store
 from firmware_config.device_config import SyncSettings
 
-DEVICE = "dev-0001"
-KEY = seeded_key(1)
-STATION = seeded_key(9)
-IMPOSTOR = seeded_key(10)
-HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 POLICY = RetentionPolicy(purge=True, keep_hours=0, long_term_keep_days=30)
 
@@ -81,10 +77,8 @@ def make_ack(
     records = read_records(store)
     target = records[-1] if seq is None else next(r for r in records if r.seq == seq)
     recorded = {str(r.record.body["file"]): r.record.body for r in records if r.record.type == "segment"}
-    acked = tuple(AckedFile(name, str(recorded[name]["sha256"]), int(recorded[name]["size"])) for name in files)
-    ack = Ack("station-1", key.fingerprint, device, "session-1", target.seq, link or target.link, acked,
-              1_800_000_000_000_000)
-    return sign_ack(ack, signer)
+    acked = [AckedFile(name, str(recorded[name]["sha256"]), int(recorded[name]["size"])) for name in files]
+    return ack_of(target, acked, signer=signer, key=key, device=device, link=link)
 
 
 def custody(store: Path, tmp_path: Path, clock: FakeClock, policy: RetentionPolicy = POLICY) -> DirectCustody:
@@ -290,17 +284,14 @@ def test_a_file_tampered_before_its_purge_is_kept(tmp_path: Path) -> None:
     s = build(store, "seg seg seg", clock)
     custody(store, tmp_path, clock).record_receipt(make_ack(store, s).to_line())
     tampered = store / s[1]
-    tampered.chmod(0o644)
-    data = bytearray(tampered.read_bytes())
-    data[100] ^= 0xFF
-    tampered.write_bytes(bytes(data))
+    data = flip_byte(tampered, 100, 0xFF)
 
     with Ledger.open(store, KEY, DEVICE, clock) as ledger:
         outcome = run_purge(ledger, read_records(store), POLICY, clock.now().wall_us)
     assert outcome.purged == [s[0], s[2]]
     [refused] = outcome.refused
     assert s[1] in refused and "bytes on disk differ" in refused
-    assert tampered.read_bytes() == bytes(data)  # kept, for the verifier
+    assert tampered.read_bytes() == data  # kept, for the verifier
     assert [p.record.body["file"] for p in of_type(store, "purge")] == [s[0], s[2]]
     problems = [str(p) for p in verify_store(store, KEY.public_key).problems]
     assert len(problems) == 1 and "segment 000002.bin: sha256 mismatch" in problems[0]
@@ -334,11 +325,7 @@ def test_a_purged_file_still_present_is_still_checked(tmp_path: Path) -> None:
             ledger.append("purge", {"file": body["file"], "sha256": body["sha256"], "reason": "test"})
     report = verify_store(store, KEY.public_key)
     assert report.problems == [] and report.segments == 2
-    path = store / s[1]
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[10] ^= 1
-    path.write_bytes(bytes(data))
+    flip_byte(store / s[1], 10, 1)
     problems = [str(p) for p in verify_store(store, KEY.public_key).problems]
     assert len(problems) == 1 and "segment 000002.bin: sha256 mismatch" in problems[0]
 

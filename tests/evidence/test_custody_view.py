@@ -16,13 +16,14 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import FakeClock, seeded_key
+from custody_support import DEVICE, HOUR_US, IMPOSTOR, KEY, STATION, ack_of
+from helpers import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.daemon import custody_handler
 from agent.errors import VerificationError
-from agent.evidence.ack import Ack, AckedFile, SignedAck, sign_ack
+from agent.evidence.ack import AckedFile, SignedAck
 from agent.evidence.custody import (
     CUSTODY_BOOT_REASON,
     RetentionPolicy,
@@ -41,11 +42,6 @@ from agent.evidence.record import Record, SignedRecord
 from agent.evidence.store import StoreLayout, read_records, segment_file_name
 from firmware_config.device_config import SyncSettings
 
-DEVICE = "dev-0001"
-KEY = seeded_key(1)
-STATION = seeded_key(9)
-OTHER_STATION = seeded_key(10)
-HOUR_US = 3_600_000_000
 POLICY = RetentionPolicy(purge=True, keep_hours=1, long_term_keep_days=1)
 POLICIES = (POLICY, RetentionPolicy(purge=True, keep_hours=0, long_term_keep_days=0))
 OPS = ("seg", "seg", "ckpt", "ckpt", "recovered", "reclaim", "open", "close", "flag", "flag-case", "flag-standard",
@@ -56,9 +52,7 @@ FAKE_HASH = "ab" * 32
 
 def make_ack(target: SignedRecord, files: list[AckedFile], signer: DeviceKey = STATION,
              link: str | None = None) -> SignedAck:
-    ack = Ack("station-1", signer.fingerprint, DEVICE, "session-1", target.seq, link or target.link, tuple(files),
-              1_800_000_000_000_000)
-    return sign_ack(ack, signer)
+    return ack_of(target, files, signer=signer, key=signer, link=link)
 
 
 def full_read_link(records: list[SignedRecord], seq: int) -> str | None:
@@ -154,7 +148,7 @@ class Scenario:
         elif op == "raw-receipt":
             claims = self.claims()
             files = [str(r.record.body["sha256"]) for r in rng.sample(claims, min(len(claims), rng.randint(0, 3)))]
-            ledger.append("receipt", {"station": "station-2", "station_key": OTHER_STATION.fingerprint,
+            ledger.append("receipt", {"station": "station-2", "station_key": IMPOSTOR.fingerprint,
                                       "seq": rng.randint(0, ledger.head[0] + 3), "link": FAKE_HASH,
                                       "files": [*files, FAKE_HASH, 7], "ack": "raw"})
         elif op == "purge":
@@ -365,9 +359,9 @@ def test_the_handler_keeps_one_view_and_reads_the_station_key_at_every_op(
             return make_ack(segments[-1], acked, signer=signer).to_line().decode().rstrip("\n")
 
         assert "recorded as receipt" in handle("receipt", {"ack": line(STATION, 0)})["outcome"]
-        key_file.write_text(public_key_raw(OTHER_STATION.public_key).hex() + "\n", encoding="ascii")
+        key_file.write_text(public_key_raw(IMPOSTOR.public_key).hex() + "\n", encoding="ascii")
         with pytest.raises(VerificationError, match="signed by another station key"):
             handle("receipt", {"ack": line(STATION, 1)})  # the replaced key counts at once
-        assert "recorded as receipt" in handle("receipt", {"ack": line(OTHER_STATION, 1)})["outcome"]
+        assert "recorded as receipt" in handle("receipt", {"ack": line(IMPOSTOR, 1)})["outcome"]
         assert handle("purge", {}) == {"purged": [str(s.record.body["file"]) for s in segments], "refused": []}
     assert len(made) == 1 and made[0].full_reads == 1

@@ -56,14 +56,6 @@ def notify() -> Iterator[NotifySocket]:
 
 
 @pytest.fixture
-def short_folder() -> Iterator[Path]:
-    """A short folder for the control socket."""
-    folder = Path(tempfile.mkdtemp(prefix="bc-h-", dir="/tmp"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
 def make_config(tmp_path: Path, short_folder: Path) -> Callable[..., DeviceConfig]:
     """``make_config(**health)``: the test daemon's config (test_daemon.daemon_config) with quick health
     settings and every health path under tmp_path: no sync marker, no RTC, no thermal zone, no battery."""

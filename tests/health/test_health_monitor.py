@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import seeded_key
+from helpers import seeded_key, wait_for
 
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
@@ -160,6 +160,35 @@ def test_a_write_that_hangs_is_seen_while_it_hangs(rig: Rig) -> None:
     assert len(rig.events()) == 1
     rig.tick()
     assert rig.events()[-1]["kind"] == "health-ok" and rig.events()[-1]["check"] == "write-latency"
+
+
+def test_the_report_goes_out_while_the_hung_write_holds_the_ledger(rig: Rig) -> None:
+    rig.tick()
+    writing, release = threading.Event(), threading.Event()
+
+    def hung_append() -> None:  # as Ledger.append: its lock held through the timed write + fdatasync
+        with rig.ledger._lock, rig.ledger.write_timer.timing():
+            writing.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=hung_append)
+    writer.start()
+    looker = threading.Thread(target=lambda: rig.tick(seconds=0.15))
+    try:
+        writing.wait(5)
+        time.sleep(0.15)  # above the 100 ms limit and still going
+        looker.start()
+        wait_for(lambda: rig.config.report_path.exists(), 5, "the report while the write hangs")
+        report = rig.report()
+        assert report.state == "degraded" and [c.name for c in report.failing_checks()] == ["write-latency"]
+        assert rig.notifier.last_status == "FAULT write-latency; armed; clock untrusted"
+        assert rig.events() == []  # the signed event waits for the ledger
+    finally:
+        release.set()
+        writer.join()
+        if looker.ident is not None:  # started
+            looker.join()
+    assert [e["check"] for e in rig.events()] == ["write-latency"]  # recorded once the ledger is free
 
 
 def test_a_halted_recorder_and_a_low_battery(rig: Rig) -> None:

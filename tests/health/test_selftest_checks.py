@@ -16,7 +16,6 @@ from agent.health.selftest import (
     ClockTrust,
     CountingOutput,
     SelfTestResult,
-    camera_failure,
     camera_verdict,
     check_key,
     check_store,
@@ -43,13 +42,13 @@ def test_watch_camera_on_the_synthetic_camera() -> None:
     with SyntheticCamera(settings, realtime=True) as camera:
         output = CountingOutput()
         camera.start_recording(output)
-        check = watch_camera(lambda: output.frames, 5, 5.0, lambda: camera_failure(camera))
+        check = watch_camera(lambda: output.frames, 5, 5.0, lambda: camera.error)
         camera.stop_recording()
     assert check.ok and check.detail.startswith("5 frames in "), check
     with SyntheticCamera(settings, realtime=True, max_frames=2) as camera:
         output = CountingOutput()
         camera.start_recording(output)
-        check = watch_camera(lambda: output.frames, 5, 0.3, lambda: camera_failure(camera))
+        check = watch_camera(lambda: output.frames, 5, 0.3, lambda: camera.error)
         camera.stop_recording()
     assert check == Check("camera", False, "only 2 of 5 frames within 0.3 s")
 
@@ -59,7 +58,7 @@ def test_watch_camera_sees_the_capture_fail() -> None:
     camera = SyntheticCamera(CameraSettings(width=160, height=96, fps=30), realtime=True)
     output = CountingOutput()
     camera.start_recording(output)
-    check = watch_camera(lambda: output.frames, 5, 5.0, lambda: camera_failure(camera))
+    check = watch_camera(lambda: output.frames, 5, 5.0, lambda: camera.error)
     with pytest.raises(CameraError):
         camera.close()
     assert check == Check("camera", False,

@@ -33,6 +33,17 @@ def test_revoking_adds_serials_keeps_earlier_dates_and_never_removes(tmp_path: P
     assert crl.next_update_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3000)
 
 
+def test_the_station_ca_is_refused_when_missing_or_its_key_is_not_its_own(tmp_path: Path) -> None:
+    files = write_broker_setup(tmp_path / "broker", port=18883, devices=[])
+    files.ca_key.chmod(0o600)
+    files.ca_key.write_bytes(create_ca("other CA")[1])
+    with pytest.raises(KeyFileError, match="does not belong"):
+        StationCA.load(files.folder)
+    files.ca_key.unlink()
+    with pytest.raises(KeyFileError, match=r"station CA .*ca\.key: missing"):
+        StationCA.load(files.folder)
+
+
 def test_a_revocation_list_not_signed_by_the_station_ca_is_refused(tmp_path: Path) -> None:
     files = write_broker_setup(tmp_path / "broker", port=18883, devices=[])
     assert files.crl is not None

@@ -77,6 +77,20 @@ def test_station_init_refuses_to_contradict_an_existing_station_toml(
     assert snapshot(tmp_path) == before
 
 
+def test_station_init_writes_any_printable_path_and_refuses_the_rest_before_making_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Outside the Basic Multilingual Plane: a JSON-style surrogate-pair escape would not be valid TOML.
+    folder = tmp_path / "st\N{GRINNING FACE}\N{LATIN SMALL LETTER E WITH ACUTE}"
+    assert station(["init", "--dir", str(folder), "--port", "18883"]) == 0
+    config = load_station_config(folder / "station.toml")
+    assert (config.data, config.key) == (folder / "data", folder / "ack.key")
+    capsys.readouterr()
+    unprintable = tmp_path / "st\x01"
+    assert station(["init", "--dir", str(unprintable), "--port", "18883"]) == 2
+    assert "key 'station.data'" in capsys.readouterr().err
+    assert not unprintable.exists()
+
+
 def test_device_init_twice_changes_nothing_and_refuses_another_identity(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert device_init(tmp_path) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -59,6 +60,20 @@ def test_add_device_enrolls_and_refuses_a_second_key(capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
                        pem_file(tmp_path, other, "other.pub"), "--replace")
     assert (code, out) == (0, f"device {DEVICE}: re-enrolled with key {other.fingerprint}\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (a technician's sudo) creates files others own")
+def test_add_device_under_sudo_leaves_the_index_to_the_data_folders_owner(capsys: pytest.CaptureFixture[str],
+                                                                         tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 4242, 4242)  # the receiver's user owns its data folder
+    code, _, _ = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
+                     pem_file(tmp_path, seeded_key(1)))
+    assert code == 0
+    files = sorted(data.glob("index.sqlite*"))
+    assert files and all((f.stat().st_uid, f.stat().st_gid) == (4242, 4242) for f in files), files
 
 
 def test_add_device_with_an_unreadable_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -9,10 +9,16 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from helpers import FakeClock, seeded_key, stand_in_store
 from station_support import STATION_ID, DeviceSide, Station, StoreFactory, hello_reply
 
+import agent.evidence.verify as verify_module
+import sync.station.intake as intake_module
+from agent.evidence import keys
 from agent.evidence.keys import DeviceKey
+from agent.evidence.record import parse_line
 from agent.evidence.store import StoreLayout, read_records
 from agent.evidence.verify import verify_store
 from sync.protocol import ClockReport, Done, ErrorNotice, Hello, down_topic
@@ -272,6 +278,30 @@ def test_record_with_a_bad_signature_is_not_stored(station: Station, make_store:
     assert [(p.kind, p.seq, p.reason) for p in station.problems()] == [("bad-signature", 3, "signature invalid")]
     assert ledger_copy(station) == lines[0] + lines[1]  # what came before it is stored, nothing after
     assert [a.ack.seq for a in station.acks(DEVICE, out)] == [2]
+
+
+def test_a_signature_is_verified_once_and_a_forged_link_is_a_bad_signature_not_a_fork(
+        station: Station, make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, key = make_store()
+    station.enroll(DEVICE, key)
+    lines = StoreLayout(root).ledger_path.read_bytes().splitlines(keepends=True)
+    checked: list[bytes] = []
+
+    def counting(public_key: Ed25519PublicKey, payload: bytes, signature: bytes) -> bool:
+        checked.append(payload)
+        return keys.verify_signature(public_key, payload, signature)
+
+    monkeypatch.setattr(verify_module, "verify_signature", counting)
+    monkeypatch.setattr(intake_module, "verify_signature", counting)
+    station.send(DEVICE, "records", lines[0] + lines[1])
+    assert len(checked) == 2  # one Ed25519 verification per record, not one per check
+    # seq 3 with its prev hash altered: off the chain, and not signed as it stands: a forgery, not a fork.
+    prev = parse_line(lines[2]).record.prev
+    forged = lines[2].replace(prev.encode(), prev[::-1].encode())
+    assert forged != lines[2]
+    station.send(DEVICE, "records", forged)
+    assert [(p.kind, p.seq, p.reason) for p in station.problems()] == [("bad-signature", 3, "signature invalid")]
+    assert ledger_copy(station) == lines[0] + lines[1]
 
 
 def test_spliced_record_of_another_device_is_refused(station: Station, make_store: StoreFactory,

@@ -11,7 +11,7 @@ from pathlib import Path
 from helpers import wait_for
 from sync_world import BIN, SyncWorld, big_segment_store, ledger_lines
 
-from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.keys import DeviceKey, load_or_create_device_key, public_key_pem
 from agent.evidence.store import read_records
 from agent.evidence.verify import verify_store
 
@@ -26,15 +26,20 @@ def simulated_store(root: Path, device_id: str = DEVICE) -> tuple[Path, Path]:
     return store, key
 
 
+def enrolled_store(world: SyncWorld, root: Path) -> tuple[Path, Path]:
+    """A simulated store of dev-a and its key file, the device enrolled and the station running."""
+    store, key_path = simulated_store(root)
+    world.enroll(DEVICE, load_or_create_device_key(key_path))
+    world.start_station()
+    return store, key_path
+
+
 def segment_files(store: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((store / "segments").iterdir())}
 
 
 def test_full_sync_station_copy_verifies_and_is_byte_identical(world: SyncWorld, tmp_path: Path) -> None:
-    store, key_path = simulated_store(tmp_path)
-    key = load_or_create_device_key(key_path)
-    world.enroll(DEVICE, key)
-    world.start_station()
+    store, key_path = enrolled_store(world, tmp_path)
     before = segment_files(store)
     assert len(before) >= 3
     config = world.device_config(DEVICE, store, key_path, purge=False)
@@ -64,12 +69,8 @@ def test_full_sync_station_copy_verifies_and_is_byte_identical(world: SyncWorld,
 
 
 def test_device_purges_only_acknowledged_segments_with_signed_records(world: SyncWorld, tmp_path: Path) -> None:
-    store, key_path = simulated_store(tmp_path)
-    key = load_or_create_device_key(key_path)
-    world.enroll(DEVICE, key)
-    world.start_station()
+    store, key_path = enrolled_store(world, tmp_path)
     before = segment_files(store)
-    # A segment recorded after the sync began is not acknowledged yet: it must stay.
     config = world.device_config(DEVICE, store, key_path, purge=True)
 
     result = world.sync_once(config)
@@ -79,19 +80,15 @@ def test_device_purges_only_acknowledged_segments_with_signed_records(world: Syn
     purged = {r.record.body["file"].rsplit("/", 1)[-1] for r in records if r.record.type == "purge"}
     assert purged == set(before)
     assert not list((store / "segments").iterdir())
-    report = verify_store(store, key.public_key)
+    report = verify_store(store, load_or_create_device_key(key_path).public_key)
     assert report.intact, [str(p) for p in report.problems]
     # The station still holds every purged segment, byte for byte.
     assert segment_files(world.device_copy(DEVICE)) == before
 
 
 def test_acks_signed_by_another_key_are_refused_and_nothing_is_purged(world: SyncWorld, tmp_path: Path) -> None:
-    store, key_path = simulated_store(tmp_path)
-    world.enroll(DEVICE, load_or_create_device_key(key_path))
-    world.start_station()
+    store, key_path = enrolled_store(world, tmp_path)
     impostor = tmp_path / "impostor.pub"
-    from agent.evidence.keys import DeviceKey, public_key_pem
-
     impostor.write_text(public_key_pem(DeviceKey.generate().public_key))
     before = segment_files(store)
     config = world.device_config(DEVICE, store, key_path, purge=True, station_key=str(impostor))

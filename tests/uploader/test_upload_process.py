@@ -13,15 +13,7 @@ from typing import Any
 import pytest
 from broker_fixture import MosquittoBroker
 from helpers import dump_toml, seeded_key
-from upload_helpers import (
-    DEVICE,
-    FakeStation,
-    eventually,
-    segment_bytes,
-    sync_table,
-    write_device_store,
-    write_key_files,
-)
+from upload_helpers import FakeStation, eventually, segment_bytes, sync_device
 
 from agent.evidence.keys import DeviceKey
 from agent.evidence.store import StoredFile, read_records
@@ -35,16 +27,10 @@ SCRIPT = Path(sys.executable).parent / "bodycam-sync"
 def make_device(tmp_path: Path, broker: MosquittoBroker, sizes: list[int],
                 **sync: Any) -> tuple[Path, Path, list[StoredFile], DeviceKey]:
     """(config file, store, files, station key) for device "dev-a"."""
-    device_key, station_key = seeded_key(1), seeded_key(9)
-    store = tmp_path / "store"
-    files = write_device_store(store, device_key, sizes)
-    key_path, station_pub = write_key_files(tmp_path / "keys", device_key, station_key)
+    device = sync_device(tmp_path, broker, sizes, **sync)
     config = tmp_path / "device.toml"
-    config.write_text(dump_toml({
-        "device": {"id": DEVICE, "officer": "o-1", "store": str(store), "key": str(key_path)},
-        "control_socket": {"path": str(tmp_path / "no-agent.sock")}, "sync": sync_table(broker, station_pub, **sync),
-    }))
-    return config, store, files, station_key
+    config.write_text(dump_toml(device.tables))
+    return config, device.store, device.files, device.station_key
 
 
 def test_once_records_receipts_purges_and_exits_0(mosquitto: MosquittoBroker, tmp_path: Path,

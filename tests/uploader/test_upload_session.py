@@ -17,19 +17,18 @@ from upload_helpers import (
     BrokerFactory,
     FakeStation,
     RecordingCustody,
-    device_config,
     eventually,
     segment_bytes,
-    sync_table,
-    write_device_store,
-    write_key_files,
+    sync_device,
 )
 
+from agent.evidence.assignment import Assignment, sign_assignment
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
 from agent.evidence.store import StoredFile
-from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
+from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES, down_topic
 from sync.uploader import session as session_module
+from sync.uploader.assignment import AssignmentInbox
 from sync.uploader.custody_port import AckSpool
 from sync.uploader.runner import Uploader
 
@@ -53,16 +52,12 @@ def rig_factory(tmp_path: Path) -> Iterator[object]:
 
     def factory(broker: MosquittoBroker, sizes: list[int], *, long_term: set[int] | None = None,
                 ack_key: DeviceKey | None = None, **sync: object) -> Rig:
-        device_key, station_key = seeded_key(1), seeded_key(9)
-        store = tmp_path / "store"
-        files = write_device_store(store, device_key, sizes, long_term=long_term)
-        key_path, station_pub = write_key_files(tmp_path / "keys", device_key, station_key)
-        config = device_config(store, key_path, sync_table(broker, station_pub, **sync), tmp_path / "no-agent.sock")
-        station = FakeStation(broker, ack_key or station_key)
+        device = sync_device(tmp_path, broker, sizes, long_term=long_term, **sync)
+        station = FakeStation(broker, ack_key or device.station_key)
         custody = RecordingCustody()
-        uploader = Uploader(config, custody, station_key.public_key, threading.Event(),
+        uploader = Uploader(device.config, custody, device.station_key.public_key, threading.Event(),
                             AckSpool(tmp_path / "spool"))
-        rig = Rig(broker, station, store, files, custody, uploader, station_key)
+        rig = Rig(broker, station, device.store, device.files, custody, uploader, device.station_key)
         made.append(rig)
         return rig
 
@@ -237,3 +232,30 @@ def test_a_station_holding_another_chain_gets_nothing(mosquitto: MosquittoBroker
     assert not rig.uploader.run_once(2)
     assert rig.station.records_messages == [] and rig.station.chunks == []
     assert "has another link than this ledger's (a fork?)" in (rig.uploader.sessions[0].error or "")
+
+
+def test_between_sessions_an_assignment_is_taken_and_a_lost_connection_let_go(mosquitto: MosquittoBroker,
+                                                                                rig_factory) -> None:
+    rig = rig_factory(mosquitto, [10 * KIB])
+    assert rig.uploader.run_once(30)
+    taken: list[bytes] = []
+
+    class Device:
+        def assign(self, line: bytes) -> str:
+            taken.append(line)
+            return "recorded"
+
+    rig.uploader.assignments = AssignmentInbox(DEVICE, rig.station_key.public_key, Device())
+    line = sign_assignment(Assignment("station-1", rig.station_key.fingerprint, DEVICE, "B5678",
+                                      1_800_000_000_000_000, "1" * 32), rig.station_key).to_line()
+    conn = rig.uploader.conn
+    assert conn is not None
+    rig.station.client.publish(down_topic(DEVICE, "assignment"), line, qos=1)
+    assert eventually(lambda: not conn.events.empty())
+    result = rig.uploader.run_pass()
+    assert not result.ran_session and taken == [line]
+    # The connection drops while idle: the next pass lets it go (the idle listen then opens a new one).
+    conn._client.disconnect()
+    assert eventually(lambda: not conn.events.empty())
+    rig.uploader.run_pass()
+    assert rig.uploader.conn is None and conn.closed

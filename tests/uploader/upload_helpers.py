@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from broker_fixture import MosquittoBroker, connect
-from helpers import FakeClock
+from helpers import FakeClock, seeded_key
 
 from agent.evidence.ack import Ack, AckedFile, sign_ack
 from agent.evidence.encoding import GENESIS_PREV
@@ -106,11 +106,32 @@ def sync_table(broker: MosquittoBroker, station_pub: Path, device: str = DEVICE,
     return table
 
 
-def device_config(store: Path, device_key: Path, sync: dict[str, Any], socket: Path,
-                  device: str = DEVICE) -> DeviceConfig:
-    data = {"device": {"id": device, "officer": "o-1", "store": str(store), "key": str(device_key)},
-            "control_socket": {"path": str(socket)}, "sync": sync}
-    return parse_device_config(data, "test-config")
+@dataclass
+class SyncDevice:
+    """Device "dev-a" (key seed 1) with a real store, its key files and its config as TOML tables (no agent:
+    the control socket does not exist); ``station_key`` (seed 9) is the station's, which signs the acks."""
+
+    tables: dict[str, Any]
+    store: Path
+    files: list[StoredFile]
+    station_key: DeviceKey
+
+    @property
+    def config(self) -> DeviceConfig:
+        return parse_device_config(self.tables, "test-config")
+
+
+def sync_device(tmp_path: Path, broker: MosquittoBroker, sizes: list[int], long_term: set[int] | None = None,
+                **sync: Any) -> SyncDevice:
+    """``sizes``, ``long_term``: as for write_device_store; ``sync``: overrides of sync_table."""
+    device_key, station_key = seeded_key(1), seeded_key(9)
+    store = tmp_path / "store"
+    files = write_device_store(store, device_key, sizes, long_term=long_term)
+    key_path, station_pub = write_key_files(tmp_path / "keys", device_key, station_key)
+    tables = {"device": {"id": DEVICE, "officer": "o-1", "store": str(store), "key": str(key_path)},
+              "control_socket": {"path": str(tmp_path / "no-agent.sock")},
+              "sync": sync_table(broker, station_pub, **sync)}
+    return SyncDevice(tables, store, files, station_key)
 
 
 class RecordingCustody:
