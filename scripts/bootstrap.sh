@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create the project's virtualenv and install the package with its dev tools.
+# Create the project's virtualenv and install exactly what requirements.lock pins (hash-checked), then the
+# package itself, editable and without dependencies. When the lock or pyproject.toml changes, the virtualenv is
+# made anew, so it never holds a package the lock does not name (docs/dependencies.md).
 # On a fresh Debian/Ubuntu machine this also installs what Python's venv needs (python3-venv) via apt.
 set -euo pipefail
 venv=${1:-.venv}
@@ -20,20 +22,22 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-if [ ! -x "$venv/bin/python" ]; then
+lock=requirements.lock
+stamp="$venv/.installed"
+want=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  rm -rf "$venv"
   if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
     rm -rf "$venv"
     ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
     apt_install "python${ver}-venv"
     "$python" -m venv "$venv"
   fi
-fi
-
-stamp="$venv/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e '.[dev]'
-  touch "$stamp"
+  echo "bootstrap: installing $lock into $venv" >&2
+  # The venv's own pip: hash-checking mode needs nothing newer, and a pip upgrade would be an unpinned download.
+  "$venv/bin/python" -m pip install -q --require-hashes --no-deps -r "$lock"
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
 fi
 
 # The sync tests start their own Mosquitto from the Debian package's binary (/usr/sbin is not on every PATH).

@@ -11,7 +11,7 @@ from typing import Any
 import av
 import numpy as np
 
-from agent.camera.overlay import read_frame_code
+from agent.camera.overlay import draw_overlay, read_frame_code
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,29 @@ def nal_types(data: bytes) -> list[int]:
         types.append(data[position + 3] & 0x1F)
         position = data.find(b"\x00\x00\x01", position + 3)
     return types
+
+
+def overlay_reading(pixels: np.ndarray, frame_size: tuple[int, int], args: tuple[int, str, bool, int],
+                    candidates: list[str]) -> str:
+    """Which of ``candidates`` the officer field of ``pixels`` (the top-left corner of a frame of
+    ``frame_size`` = (height, width)) shows, read as a person compares: against each candidate's own overlay
+    (``args`` = wall time, device id, clock trusted, frame number), over the pixels where they differ.
+    Raises AssertionError when no candidate is clearly nearer than the others, so a smudge never passes.
+    """
+    height, width = pixels.shape[:2]
+    wall_us, device_id, trusted, n = args
+    renders = {}
+    for name in candidates:
+        reference = np.full((*frame_size, 3), 128, dtype=np.uint8)
+        draw_overlay(reference, wall_us, device_id, name, trusted, n)
+        renders[name] = reference[:height, :width].astype(np.float32).mean(axis=2)
+    first = renders[candidates[0]]
+    differ = np.zeros(first.shape, dtype=bool)
+    for render in renders.values():
+        differ |= render != first
+    assert differ.any(), f"the overlays of {candidates} look the same"
+    seen = pixels[:, :, :3].astype(np.float32).mean(axis=2)[differ]
+    distance = sorted((float(np.abs(render[differ] - seen).mean()), name) for name, render in renders.items())
+    (best, name), (runner_up, _other) = distance[0], distance[1]
+    assert best * 1.5 < runner_up, f"the officer field is not clearly legible: {distance}"
+    return name

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from camera_doubles import RecordingOutput, frame_codes
+from camera_doubles import RecordingOutput, decode_h264, frame_codes, overlay_reading
 
 from agent.camera.base import CameraSettings
 from agent.camera.encoder import SoftwareH264Encoder
@@ -128,6 +128,37 @@ def test_frame_code_survives_libx264_at_one_megabit() -> None:
     bits_per_second = len(output.data) * 8 / 10
     assert bits_per_second < 1_300_000  # the bitrate is honoured (VBV), so this really is a starved stream
     assert frame_codes(output.data) == list(range(300))
+
+
+@pytest.mark.parametrize("bitrate", [4_000_000, 8_000_000])
+def test_the_officer_reads_right_after_h264_at_1080p(bitrate: int) -> None:
+    """What a person checks on the played-back footage: the officer field says C0001, not an id one character
+    away, on every frame of a busy moving 1080p picture encoded by libx264 at an agency's bitrates."""
+    settings = CameraSettings(width=1920, height=1080, fps=30, bitrate=bitrate, keyframe_interval=30)
+    pattern = MovingPattern(1920, 1080)
+    encoder = SoftwareH264Encoder(settings)
+    output = RecordingOutput()
+    encoder.start(output)
+    frames = 12
+    for index in range(frames):
+        frame = pattern.render(index)
+        draw_overlay(frame, WALL_US + index * 33_333, "cam-0001", "C0001", True, index)
+        encoder.encode(frame, index * 33_333)
+    encoder.stop()
+    decoded = decode_h264(output.data)
+    assert len(decoded) == frames
+    lookalikes = ["C0001", "T0001", "C0007", "G0001", "O0001"]
+    for index, frame in enumerate(decoded):
+        args = (WALL_US + index * 33_333, "cam-0001", True, index)
+        assert overlay_reading(frame[:120, :800], (1080, 1920), args, lookalikes) == "C0001", index
+
+
+def test_overlay_text_is_crisp_white_on_black() -> None:
+    # Two levels in the box on every OpenCV (5.x anti-aliases even LINE_8 text): see agent/camera/overlay.py.
+    frame = grey(1080, 1920)
+    draw_overlay(frame, WALL_US, "cam-01", "officer-42", True, 7)
+    box = frame[np.any(frame != 128, axis=2)]
+    assert set(np.unique(box).tolist()) == {0, 255}
 
 
 def test_overlay_and_code_are_fast_enough_for_the_camera_lock() -> None:
