@@ -176,11 +176,12 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         return _ctl(args)
     if args.command == "selftest":
         return _selftest(args)
-    key_path: Path = args.key or args.store / "identity" / "device.key"
-    key = load_or_create_device_key(key_path)
+    # Everything the command was given is checked before the key is made: bad input creates nothing.
     settings = _settings(args)
+    key_path: Path = args.key or args.store / "identity" / "device.key"
     if args.command == "simulate" and args.scenario is not None:
         scenario = load_scenario(args.scenario)
+        key = load_or_create_device_key(key_path)
         outcome = simulate_scenario(args.store, key, settings, scenario, segment_seconds=args.segment_seconds)
         print(
             f"simulated device {args.device_id}: scenario {scenario.name!r}: wrote {outcome.records} records "
@@ -189,6 +190,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         )
         return EXIT_OK
     if args.command == "simulate":
+        key = load_or_create_device_key(key_path)
         result = simulate(args.store, key, settings, args.seconds, realtime=not args.fast,
                           segment_seconds=args.segment_seconds, stop_requested=stop)
         _report(args, "simulated device", result, key.fingerprint)
@@ -199,6 +201,11 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.backend == "opencv":
         options["source"] = int(args.source) if args.source.isdigit() else args.source
     camera = open_camera(args.backend, settings, **options)
+    try:
+        key = load_or_create_device_key(key_path)
+    except BodycamError:
+        camera.close()
+        raise
     result = record(args.store, key, camera, args.seconds, segment_seconds=args.segment_seconds,
                     prebuffer_seconds=args.prebuffer_seconds, stop_requested=stop)
     _report(args, "recorded device", result, key.fingerprint)

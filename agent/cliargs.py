@@ -4,6 +4,8 @@ ids are checked where they are typed."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import NoReturn
 
 from agent.evidence.record import DEVICE_ID_PATTERN
@@ -23,3 +25,13 @@ def device_id_arg(text: str) -> str:
     if not DEVICE_ID_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"device id {text!r} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
     return text
+
+
+def silence_closed_stdout() -> None:
+    """After a BrokenPipeError on stdout (the reader went away, as ``| head`` does): point stdout at
+    /dev/null, so that the interpreter's last flush at exit prints no second error either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent.cliargs import UsageParser
+from agent.cliargs import UsageParser, silence_closed_stdout
 from agent.errors import BodycamError
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
@@ -46,6 +46,30 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
+_ROUTINE_WORDS = {
+    # What a routine note means, in words for someone who is not an expert in the format.
+    "file still present after its purge record (checked against its record)":
+        "kept here after the device purged its own copy (normal for the station's copy), each checked against "
+        "its record",
+}
+_SHOWN_FILES = 3
+
+
+def _routine_lines(report: Report) -> list[str]:
+    """Routine notes, one line per kind: what custody normally leaves behind reads as normal, not as a warning."""
+    groups: dict[str, list[str]] = {}
+    for note in report.notes:
+        if note.routine:
+            groups.setdefault(note.message, []).append(note.object or f"seq {note.seq}")
+    lines = []
+    for message, objects in groups.items():
+        shown = ", ".join(printable(name) for name in objects[:_SHOWN_FILES])
+        more = f" and {len(objects) - _SHOWN_FILES} more" if len(objects) > _SHOWN_FILES else ""
+        words = _ROUTINE_WORDS.get(message, message)
+        lines.append(f"ok: {len(objects)} file(s) {printable(words)}: {shown}{more}")
+    return lines
+
+
 def render_text(report: Report) -> str:
     lines = [f"store {printable(report.path)}"]
     if report.device is not None:
@@ -54,7 +78,8 @@ def render_text(report: Report) -> str:
         span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "none"
         lines.append(f"device {printable(report.device)}  key {key} ({pinned})  records {report.records} ({span})")
         lines.append(f"segments {report.segments} ({report.segment_bytes} bytes)")
-    lines.extend(f"note: {printable(str(note))}" for note in report.notes)
+    lines.extend(f"note: {printable(str(note))}" for note in report.notes if not note.routine)
+    lines.extend(_routine_lines(report))
     lines.extend(f"PROBLEM {printable(str(problem))}" for problem in report.problems)
     if report.intact:
         lines.append(f"INTACT: {report.records} records verified, head seq {report.last_seq} {report.head_link}")
@@ -78,18 +103,24 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"path": display_path(args.path), "intact": False, "error": reason}))
         print(f"bodycam-verify: {printable(reason)}", file=sys.stderr)
         return EXIT_UNREADABLE
-    if args.json:
-        output = report.to_dict()
-        if timeline is not None:
-            output["timeline"] = [case.to_dict() for case in timeline]
-        print(json.dumps(output, indent=2))
-    else:
-        print(render_text(report))
-        if timeline is not None:
-            if not report.intact:
-                print("\nWARNING: the timeline below comes from a ledger that did NOT verify")
-            print("\n" + render_timeline(timeline))
-    return EXIT_INTACT if report.intact else EXIT_PROBLEMS
+    verdict = EXIT_INTACT if report.intact else EXIT_PROBLEMS
+    try:
+        if args.json:
+            output = report.to_dict()
+            if timeline is not None:
+                output["timeline"] = [case.to_dict() for case in timeline]
+            print(json.dumps(output, indent=2))
+        else:
+            print(render_text(report))
+            if timeline is not None:
+                if not report.intact:
+                    print("\nWARNING: the timeline below comes from a ledger that did NOT verify")
+                print("\n" + render_timeline(timeline))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped reading (``| head``); the verification itself finished, so its verdict stands.
+        silence_closed_stdout()
+    return verdict
 
 
 if __name__ == "__main__":

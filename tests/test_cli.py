@@ -6,6 +6,7 @@ Most cases call ``main([...])`` in-process (capsys); a few run the installed con
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -22,6 +23,8 @@ from helpers import stand_in_store
 from agent import cli as agent_cli
 from agent import verify_cli
 from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_device_key, public_key_pem
+from agent.evidence.ledger import Ledger
+from agent.evidence.store import read_records
 from agent.evidence.verify import verify_store
 from firmware_config import provision_cli
 from sync import cli as sync_cli
@@ -360,6 +363,34 @@ def test_simulate_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], tmp_p
     assert one_line(err).startswith("bodycam-agent simulate: argument ")
     assert extra[0] in err
     assert not root.exists()  # nothing was written
+
+
+def test_simulate_with_a_missing_scenario_refuses_and_creates_nothing(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+    root = tmp_path / "sim"
+    assert agent_cli.main(["simulate", "--store", str(root), "--scenario", str(tmp_path / "nonexistent.toml")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "nonexistent.toml" in one_line(err)
+    assert not root.exists()  # no store, no identity key
+
+
+def test_verify_into_a_closed_pipe_exits_quietly_with_its_verdict(tmp_path: Path) -> None:
+    """``bodycam-verify --json | head -c 100``: the reader goes away; no traceback, the verdict's own code.
+    The report (a note per purged file) is far larger than the pipe, so the writer always meets the closed end."""
+    root = tmp_path / "store"
+    key = make_store(root, seconds=120)
+    with Ledger.open(root, key, DEVICE) as ledger:
+        for signed in [r for r in read_records(root) if r.record.type == "segment"]:
+            body = signed.record.body
+            ledger.append("purge", {"file": body["file"], "sha256": body["sha256"], "reason": "test"})
+    verify = subprocess.Popen([BIN / "bodycam-verify", "--json", root], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert verify.stdout is not None
+    fcntl.fcntl(verify.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    assert len(verify.stdout.read(100)) == 100
+    verify.stdout.close()
+    _, err = verify.communicate(timeout=60)
+    assert err == b"" and verify.returncode == 0, (verify.returncode, err)
 
 
 def test_agent_without_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

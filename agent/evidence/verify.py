@@ -34,6 +34,8 @@ class Finding:
     seq: int | None = None
     object: str | None = None
     line: int | None = None  # 1-based ledger line, for ordering and for records that cannot be parsed
+    # A note about what custody normally leaves behind (a purge, a station's kept copy), not about a fault.
+    routine: bool = False
 
     def __str__(self) -> str:
         parts = [] if self.seq is None else [f"seq {self.seq}"]
@@ -43,7 +45,8 @@ class Finding:
         return ": ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "object": self.object, "line": self.line, "message": self.message, "text": str(self)}
+        return {"seq": self.seq, "object": self.object, "line": self.line, "message": self.message, "text": str(self),
+                "routine": self.routine}
 
 
 @dataclass
@@ -150,8 +153,9 @@ class ChainVerifier:
     def problem(self, message: str, seq: int | None = None, obj: str | None = None, line: int | None = None) -> None:
         self.report.problems.append(Finding(message, seq, obj, line))
 
-    def note(self, message: str, seq: int | None = None, obj: str | None = None, line: int | None = None) -> None:
-        self.report.notes.append(Finding(message, seq, obj, line))
+    def note(self, message: str, seq: int | None = None, obj: str | None = None, line: int | None = None,
+             *, routine: bool = False) -> None:
+        self.report.notes.append(Finding(message, seq, obj, line, routine))
 
     def feed_line(self, raw: bytes, line_no: int) -> SignedRecord | None:
         where = f"{LEDGER_FILE} line {line_no}"
@@ -309,7 +313,7 @@ class ChainVerifier:
                 self.problem("purge of a file no earlier segment record vouches for", record.seq, label, line_no)
             else:
                 self.purged[claim.name] = recorded
-                self.note(f"purged ({body['reason']})", record.seq, label, line_no)
+                self.note(f"purged ({body['reason']})", record.seq, label, line_no, routine=True)
         else:
             self.recoveries.append(claim)
             self.note(
@@ -384,7 +388,7 @@ def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: i
     for name in sorted(kept):
         purged = chain.purged[name]
         chain.note("file still present after its purge record (checked against its record)", purged.seq,
-                   _label(name), purged.line)
+                   _label(name), purged.line, routine=True)
     live = {name: c for name, c in chain.segments.items() if name not in chain.purged or name in kept}
     for name, checkpoints in chain.checkpoints.items():
         if name not in chain.segments:

@@ -5,7 +5,7 @@
     bodycam-station revoke --config FILE --device D
     bodycam-station broker-setup --dir DIR --port N [--bind ADDR] [--host NAME]... [--device D]... [--run-as USER]
     bodycam-station serve --config FILE [--validate-config]
-    bodycam-station add-device --config FILE --device-id D --pubkey FILE [--replace]
+    bodycam-station add-device --config FILE --device D --pubkey FILE [--replace]
     bodycam-station show-key --config FILE [--hex]
     bodycam-station status --config FILE [--json]
     bodycam-station problems --config FILE [--device D] [--json]
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from agent.cliargs import UsageParser, device_id_arg
+from agent.cliargs import UsageParser, device_id_arg, silence_closed_stdout
 from agent.errors import BodycamError, UsageError
 from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--validate-config", action="store_true",
                        help="only check the config and the TLS files it names; touch no data, connect to nothing")
     add = command("add-device", "enroll a device's public key (the key its records must be signed with)")
-    add.add_argument("--device-id", type=device_id_arg, required=True, help="the device id")
+    add.add_argument("--device", type=device_id_arg, required=True, help="the device id")
     add.add_argument("--pubkey", type=Path, required=True, help="its public key (PEM, hex or raw)")
     add.add_argument("--replace", action="store_true", help="replace a different key already enrolled")
     key = command("show-key", "print the station's acknowledgement public key (created if missing)")
@@ -151,7 +151,7 @@ def _add_device(config: StationConfig, args: argparse.Namespace) -> int:
 
     public_key = load_public_key(args.pubkey)
     with technician_index(config.index_path) as index:
-        print(enroll_device(index, args.device_id, public_key, SystemClock().now().wall_us, args.replace))
+        print(enroll_device(index, args.device, public_key, SystemClock().now().wall_us, args.replace))
     return EXIT_OK
 
 
@@ -247,7 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "serve":
             return _serve(config)
-        return _COMMANDS[args.command](config, args)
+        code = _COMMANDS[args.command](config, args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader stopped reading (``| head``): not a station fault, and nothing more to say.
+        silence_closed_stdout()
+        return EXIT_OK
     except BodycamError as exc:
         print(f"{PROG}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import BodycamError, ProtocolError
-from agent.evidence.custody import Custody, RetentionPolicy, purge_candidates
+from agent.evidence.custody import Custody, RetentionPolicy, is_own, purge_candidates
 from firmware_config.device_config import DeviceConfig
 from sync.protocol import up_topic
 from sync.uploader.acks import AckHandler, UploadState
@@ -38,6 +38,7 @@ from sync.uploader.session import Session, SessionStats
 log = logging.getLogger(__name__)
 PURGE_RETRY_S = 600.0
 SESSIONS_KEPT = 100
+READ_BATCH_BYTES = 1 << 20  # ledger lines read at a time when looking for what is not acknowledged
 FLUSH_S = 5.0  # at exit: how long to wait for the broker to take the last messages (the ``done``)
 
 
@@ -65,6 +66,8 @@ class Uploader:
         self.assignments = assignments or make_assignment_inbox(config, station_key)
         self.policy = RetentionPolicy.from_settings(self.settings)
         self.conn: Connection | None = None
+        self.reached = False  # whether the broker answered at all in this run
+        self.last_error: str | None = None  # why the last connection attempt failed
         self.sessions: deque[SessionStats] = deque(maxlen=SESSIONS_KEPT)  # the latest, for callers and tests
         self._last_purge = float("-inf")
         self._purge_due = self.settings.purge  # a purge a crash interrupted is finished at the first pass
@@ -154,7 +157,12 @@ class Uploader:
         if (live := self._live()) is not None:
             return live
         conn = Connection(self.settings, self.config.device_id)
-        conn.open()
+        try:
+            conn.open()
+        except ProtocolError as exc:
+            self.last_error = str(exc)
+            raise
+        self.reached, self.last_error = True, None
         self.conn = conn
         return conn
 
@@ -191,7 +199,7 @@ class Uploader:
         """Why not everything is acknowledged yet, and whether waiting cannot help; None when all of it is."""
         head = self.view.head[0]
         if self.state.station_seq < 0:
-            return f"records up to seq {head} not acknowledged: the station did not answer in this run", False
+            return self._unheard(head), False
         if self.state.station_seq < head:
             held = self.state.station_seq
             return f"records up to seq {head} not all acknowledged (the station holds seq {held})", False
@@ -211,6 +219,36 @@ class Uploader:
         if offers:
             troubles = "; ".join(f"{o.file}: {self.state.troubled[o.file][0]}" for o in offers[:3])
             return f"{len(offers)} file(s) could not be sent: {troubles} (run bodycam-verify on the store)", True
+        return None
+
+    def _unheard(self, head: int) -> str:
+        """What to say when the station was not heard from in this run: why, and what its earlier receipts
+        (signed acks recorded in the ledger) leave unacknowledged. Custody's own records after the last receipt
+        (receipts, purges) are acknowledged without a receipt of their own (docs/sync-protocol.md), so they
+        are not counted as waiting."""
+        receipted = max((int(r.record.body["seq"]) for r in self.view.records if r.record.type == "receipt"),
+                        default=0)
+        waiting = self._first_unreceipted(receipted)
+        files = files_to_offer(self.view.records, self.state.acked_sha256, set(), up_to_seq=head)
+        if waiting is None and not files:
+            left = f"every record up to seq {head} and every file was acknowledged by an earlier sync"
+        else:
+            records = f"records seq {waiting}..{head}" if waiting is not None else "no record"
+            left = f"not acknowledged yet: {records} and {len(files)} file(s)"
+            if receipted:
+                left += f" (earlier syncs acknowledged up to seq {receipted})"
+        if not self.reached:
+            return f"no connection to the station in this run ({self.last_error or 'not attempted'}); {left}"
+        return f"the station did not answer in this run; {left}"
+
+    def _first_unreceipted(self, receipted: int) -> int | None:
+        """The first record after ``receipted`` that is not custody's own; read a bounded batch at a time."""
+        seq = receipted
+        while lines := self.view.lines_after(seq, max_bytes=READ_BATCH_BYTES):
+            for line in lines:
+                if not is_own(line.record):
+                    return line.seq
+            seq = lines[-1].seq
         return None
 
     def run_once(self, timeout: float) -> bool:

@@ -31,6 +31,7 @@ from agent.evidence.ledger import Ledger
 from agent.evidence.record import SignedRecord
 from agent.evidence.store import read_records, segment_file_name
 from agent.evidence.verify import verify_store
+from agent.verify_cli import render_text
 from firmware_config.device_config import SyncSettings
 
 DAY_US = 24 * HOUR_US
@@ -325,6 +326,12 @@ def test_a_purged_file_still_present_is_still_checked(tmp_path: Path) -> None:
             ledger.append("purge", {"file": body["file"], "sha256": body["sha256"], "reason": "test"})
     report = verify_store(store, KEY.public_key)
     assert report.problems == [] and report.segments == 2
+    # What an auditor reads: one line saying this is normal for a station's copy, no per-file "note:".
+    text = render_text(report)
+    assert "note:" not in text, text
+    assert ("ok: 2 file(s) kept here after the device purged its own copy (normal for the station's copy), each "
+            "checked against its record: segment 000001.bin, segment 000002.bin") in text
+    assert "ok: 2 file(s) purged (test)" in text and text.splitlines()[-1].startswith("INTACT")
     flip_byte(store / s[1], 10, 1)
     problems = [str(p) for p in verify_store(store, KEY.public_key).problems]
     assert len(problems) == 1 and "segment 000002.bin: sha256 mismatch" in problems[0]

@@ -46,18 +46,18 @@ def one_line(text: str) -> str:
 def test_add_device_enrolls_and_refuses_a_second_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     config = write_config(tmp_path)
     key, other = seeded_key(1), seeded_key(2)
-    code, out, _ = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
+    code, out, _ = run(capsys, "add-device", "--config", config, "--device", DEVICE, "--pubkey",
                        pem_file(tmp_path, key))
     assert (code, out) == (0, f"device {DEVICE}: enrolled with key {key.fingerprint}\n")
-    code, out, _ = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
+    code, out, _ = run(capsys, "add-device", "--config", config, "--device", DEVICE, "--pubkey",
                        pem_file(tmp_path, key))
     assert (code, out) == (0, f"device {DEVICE}: already enrolled with key {key.fingerprint}\n")
-    code, out, err = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
+    code, out, err = run(capsys, "add-device", "--config", config, "--device", DEVICE, "--pubkey",
                          pem_file(tmp_path, other, "other.pub"))
     assert (code, out) == (2, "")
     assert one_line(err) == (f"bodycam-station: device {DEVICE}: already enrolled with key {key.fingerprint[:16]}..."
                              f"; pass --replace to enroll key {other.fingerprint[:16]}... instead")
-    code, out, _ = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
+    code, out, _ = run(capsys, "add-device", "--config", config, "--device", DEVICE, "--pubkey",
                        pem_file(tmp_path, other, "other.pub"), "--replace")
     assert (code, out) == (0, f"device {DEVICE}: re-enrolled with key {other.fingerprint}\n")
 
@@ -69,7 +69,7 @@ def test_add_device_under_sudo_leaves_the_index_to_the_data_folders_owner(capsys
     data = tmp_path / "data"
     data.mkdir()
     os.chown(data, 4242, 4242)  # the receiver's user owns its data folder
-    code, _, _ = run(capsys, "add-device", "--config", config, "--device-id", DEVICE, "--pubkey",
+    code, _, _ = run(capsys, "add-device", "--config", config, "--device", DEVICE, "--pubkey",
                      pem_file(tmp_path, seeded_key(1)))
     assert code == 0
     files = sorted(data.glob("index.sqlite*"))
@@ -79,7 +79,7 @@ def test_add_device_under_sudo_leaves_the_index_to_the_data_folders_owner(capsys
 def test_add_device_with_an_unreadable_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.pub"
     bad.write_text("not a key")
-    code, out, err = run(capsys, "add-device", "--config", write_config(tmp_path), "--device-id", DEVICE,
+    code, out, err = run(capsys, "add-device", "--config", write_config(tmp_path), "--device", DEVICE,
                          "--pubkey", bad)
     assert (code, out) == (2, "") and "not a PEM, hex or raw Ed25519 public key" in one_line(err)
 

@@ -71,7 +71,7 @@ class SyncWorld:
     def enroll(self, device_id: str, key: DeviceKey) -> None:
         pub = self.root / f"{device_id}.pub"
         pub.write_text(public_key_pem(key.public_key))
-        self.station_cli("add-device", "--device-id", device_id, "--pubkey", str(pub))
+        self.station_cli("add-device", "--device", device_id, "--pubkey", str(pub))
 
     def start_station(self, fault: str | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ)

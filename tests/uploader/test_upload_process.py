@@ -50,15 +50,26 @@ def test_once_records_receipts_purges_and_exits_0(mosquitto: MosquittoBroker, tm
     # The station holds the whole chain, receipts and purges included, and the store still verifies.
     assert station.seq == records[-1].seq
     assert verify_store(store, seeded_key(1).public_key).intact
+
+    # Undocked: no broker. The run says so, and that the earlier sync acknowledged everything there is.
+    capsys.readouterr()
+    mosquitto.stop()
+    assert uploader_cli.main(["--config", str(config), "--once", "--timeout", "2"]) == 1
+    said = capsys.readouterr().err
+    assert "no connection to the station in this run" in said and "cannot connect" in said, said
+    assert f"every record up to seq {records[-1].seq} and every file was acknowledged by an earlier sync" in said
     assert capsys.readouterr().out == ""
 
 
 def test_once_exits_1_when_the_broker_is_unreachable(mosquitto: MosquittoBroker, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    config, _, _, _ = make_device(tmp_path, mosquitto, [10 * KIB])
+    config, store, _, _ = make_device(tmp_path, mosquitto, [10 * KIB])
     mosquitto.stop()
     assert uploader_cli.main(["--config", str(config), "--once", "--timeout", "2"]) == 1
     assert "not everything is acknowledged" in caplog.text and "cannot connect" in caplog.text
+    head = read_records(store)[-1].seq
+    assert "no connection to the station in this run" in caplog.text
+    assert f"not acknowledged yet: records seq 1..{head} and 1 file(s)" in caplog.text
 
 
 def test_daemon_stops_cleanly_on_sigterm(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
