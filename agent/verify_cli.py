@@ -52,6 +52,8 @@ _ROUTINE_WORDS = {
         "kept here after the device purged its own copy (normal for the station's copy), each checked against "
         "its record",
 }
+_PURGED = "purged"
+_ROUTINE_WORDS[_PURGED] = "purged from the device, each by a signed purge record (its reason in --json)"
 _SHOWN_FILES = 3
 
 
@@ -60,7 +62,9 @@ def _routine_lines(report: Report) -> list[str]:
     groups: dict[str, list[str]] = {}
     for note in report.notes:
         if note.routine:
-            groups.setdefault(note.message, []).append(note.object or f"seq {note.seq}")
+            # Purge notes differ only in their reason (which receipt): one line for all of them.
+            kind = _PURGED if note.message.startswith("purged (") else note.message
+            groups.setdefault(kind, []).append(note.object or f"seq {note.seq}")
     lines = []
     for message, objects in groups.items():
         shown = ", ".join(printable(name) for name in objects[:_SHOWN_FILES])
