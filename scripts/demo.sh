@@ -50,6 +50,18 @@ mkdir -p "$DEMO/carried"
 PIDS+=($!)
 "$BIN/bodycam-station" serve --config "$DEMO/station/station.toml" > "$DEMO/station/receiver.log" 2>&1 &
 PIDS+=($!)
+# The device syncs once the receiver listens: on a busy machine its first session would otherwise wait for
+# a station that is still starting.
+receiver=$!
+for _ in $(seq 300); do
+  grep -qs "subscribed to" "$DEMO/station/receiver.log" && break
+  if ! kill -0 "$receiver" 2>/dev/null; then
+    echo "demo: the receiver stopped; its log:" >&2
+    cat "$DEMO/station/receiver.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
 
 echo "== the device docks and syncs (MQTT 5 over TLS with its client certificate)"
 "$BIN/bodycam-sync" --config "$DEMO/device/device.toml" --once --timeout 120

@@ -59,15 +59,23 @@ fi
 
 on_pi=0
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then on_pi=1; fi
+# The exact, hash-checked versions of the lock files (docs/dependencies.md), then the program without
+# dependencies. On a Pi, picamera2 and libcamera come from Raspberry Pi OS (python3-picamera2, matched to
+# its libcamera), seen through --system-site-packages; requirements-pi.lock keeps NumPy on the OS's 1.x line.
 if [ "$venv" = 1 ]; then
   if [ "$on_pi" = 1 ]; then
     "$python" -m venv --clear --system-site-packages "$prefix/.venv"
-    "$prefix/.venv/bin/python" -m pip install -q "$prefix[pi]"
+    lock="$prefix/requirements-pi.lock"
   else
     "$python" -m venv --clear "$prefix/.venv"
-    "$prefix/.venv/bin/python" -m pip install -q "$prefix"
+    lock="$prefix/requirements-station.lock"
   fi
-  say "virtualenv in $prefix/.venv"
+  "$prefix/.venv/bin/python" -m pip install -q --require-hashes --no-deps -r "$lock"
+  "$prefix/.venv/bin/python" -m pip install -q --no-deps --no-build-isolation "$prefix"
+  if [ "$on_pi" = 1 ] && ! "$prefix/.venv/bin/python" -c 'import picamera2' 2>/dev/null; then
+    echo "install: picamera2 cannot be imported: apt-get install python3-picamera2 (Raspberry Pi OS Bookworm)" >&2
+  fi
+  say "virtualenv in $prefix/.venv (from $(basename "$lock"))"
 fi
 
 units="$destdir/etc/systemd/system"

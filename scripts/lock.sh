@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make lock`: refresh the lock files from pyproject.toml's ranges, on purpose (docs/dependencies.md).
-#   requirements.lock     every runtime and dev dependency, CPython 3.11 on Linux (the suite, CI, a station)
+#   requirements.lock          every runtime and dev dependency, CPython 3.11 on x86_64 Linux (make venv,
+#                              the suite, CI)
+#   requirements-station.lock  the runtime dependencies only, same machine (make install ROLE=station)
 #   requirements-pi.lock  the runtime dependencies on a Raspberry Pi: CPython 3.11 (Bookworm's) on aarch64,
 #                         NumPy held to the OS's 1.x line (scripts/pi-os-constraints.txt); picamera2 itself
 #                         comes from Raspberry Pi OS (python3-picamera2), matched to its libcamera.
@@ -21,6 +23,8 @@ common=(--python-version 3.11 --only-binary :all: --generate-hashes --custom-com
         --no-progress --quiet)
 "$uv" pip compile pyproject.toml --extra dev --python-platform x86_64-unknown-linux-gnu "${common[@]}" \
   "${upgrade[@]}" -o requirements.lock
+"$uv" pip compile pyproject.toml --python-platform x86_64-unknown-linux-gnu "${common[@]}" "${upgrade[@]}" \
+  -o requirements-station.lock
 "$uv" pip compile pyproject.toml --python-platform aarch64-unknown-linux-gnu -c scripts/pi-os-constraints.txt \
   "${common[@]}" "${upgrade[@]}" -o requirements-pi.lock
-echo "lock: requirements.lock and requirements-pi.lock written; 'make venv' installs the new pins, then 'make test'"
+echo "lock: requirements.lock, requirements-station.lock and requirements-pi.lock written; 'make venv' installs the new pins, then 'make test'"

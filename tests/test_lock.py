@@ -55,6 +55,13 @@ def test_the_lock_pins_every_runtime_and_dev_dependency_inside_pyprojects_ranges
                  "requirements.lock")
 
 
+def test_the_station_gets_the_versions_the_suite_runs_with() -> None:
+    station, suite = pins(ROOT / "requirements-station.lock"), pins(ROOT / "requirements.lock")
+    check_ranges(station, list(project()["dependencies"]), "requirements-station.lock")  # type: ignore[call-overload]
+    assert {name: version for name, version in station.items() if suite.get(name) != version} == {}
+    assert "pytest" not in station and "uv" not in station  # runtime only
+
+
 def test_the_pi_lock_pins_the_runtime_on_numpy_1_and_leaves_picamera2_to_the_os() -> None:
     locked = pins(ROOT / "requirements-pi.lock")
     check_ranges(locked, list(project()["dependencies"]), "requirements-pi.lock")  # type: ignore[call-overload]

@@ -45,8 +45,7 @@ class Finding:
         return ": ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "object": self.object, "line": self.line, "message": self.message, "text": str(self),
-                "routine": self.routine}
+        return {"seq": self.seq, "object": self.object, "line": self.line, "message": self.message, "text": str(self)}
 
 
 @dataclass
@@ -93,7 +92,7 @@ class Report:
             "segments": self.segments,
             "segment_bytes": self.segment_bytes,
             "problems": [p.to_dict() for p in self.problems],
-            "notes": [n.to_dict() for n in self.notes],
+            "notes": [n.to_dict() | {"routine": n.routine} for n in self.notes],
         }
 
 
