@@ -22,7 +22,7 @@ these functions, over an incremental view: :mod:`agent.evidence.custody_view`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,7 +157,7 @@ def purge_candidates(
         return []
     acked = acknowledged(records)
     receipts = {r.seq: r for r in records if r.record.type == "receipt"}
-    chain_acked = max((int(r.record.body["seq"]) for r in receipts.values()), default=0)
+    chain_acked = receipted_seq(receipts.values())
     purged = {str(r.record.body["file"]) for r in records if r.record.type == "purge"}
     claims: dict[str, int] = {}
     for signed in records:
@@ -184,6 +184,11 @@ def purge_candidates(
         )))  # fmt: skip
     found.sort(key=lambda item: (item[0], item[1].segment_seq))
     return [candidate for _, candidate in found]
+
+
+def receipted_seq(records: Iterable[SignedRecord]) -> int:
+    """The highest chain seq a receipt among ``records`` says the station acknowledged; 0 when none does."""
+    return max((int(r.record.body["seq"]) for r in records if r.record.type == "receipt"), default=0)
 
 
 def is_own(signed: SignedRecord) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import BodycamError, ProtocolError
-from agent.evidence.custody import Custody, RetentionPolicy, is_own, purge_candidates
+from agent.evidence.custody import Custody, RetentionPolicy, is_own, purge_candidates, receipted_seq
 from firmware_config.device_config import DeviceConfig
 from sync.protocol import up_topic
 from sync.uploader.acks import AckHandler, UploadState
@@ -226,8 +226,7 @@ class Uploader:
         (signed acks recorded in the ledger) leave unacknowledged. Custody's own records after the last receipt
         (receipts, purges) are acknowledged without a receipt of their own (docs/sync-protocol.md), so they
         are not counted as waiting."""
-        receipted = max((int(r.record.body["seq"]) for r in self.view.records if r.record.type == "receipt"),
-                        default=0)
+        receipted = receipted_seq(self.view.records)
         waiting = self._first_unreceipted(receipted)
         files = files_to_offer(self.view.records, self.state.acked_sha256, set(), up_to_seq=head)
         if waiting is None and not files:
