@@ -5,7 +5,8 @@ file. An example with every key and its default is ``firmware_config/station.exa
 
     [station]     id (named in every acknowledgement), data (evidence store, index, staging), key
     [broker]      the station's Mosquitto: host, port, TLS files, client id, session expiry, keepalive
-    [limits]      max_message_bytes, max_pending_records
+    [limits]      what one device may make the station hold: message, file, staging, pending records, and
+                  the free space kept for the station itself
     [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
 
 Settings that must agree are checked together: the broker's TLS files are given all three or none. Every
@@ -24,8 +25,10 @@ from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.record import DEVICE_ID_PATTERN
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
+from sync.protocol import MAX_FILE_BYTES
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 _SCHEMA: Schema = {
@@ -40,7 +43,14 @@ _SCHEMA: Schema = {
         "session_expiry_seconds": (int, 86400),
         "keepalive_seconds": (int, 30),
     },
-    "limits": {"max_message_bytes": (int, 4 * MIB), "max_pending_records": (int, 10_000)},
+    "limits": {
+        "max_message_bytes": (int, 4 * MIB),
+        "max_pending_records": (int, 10_000),
+        "max_pending_bytes": (int, 64 * MIB),
+        "max_file_bytes": (int, 8 * GIB),
+        "max_staging_bytes_per_device": (int, 16 * GIB),
+        "min_free_bytes": (int, GIB),
+    },
     "deadline": {
         "working_days": (int, 2),
         "weekend": (list, ["saturday", "sunday"]),
@@ -57,6 +67,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     # a packet at 256 MiB - 1.
     "limits.max_message_bytes": (MAX_LINE_BYTES, 256 * MIB - 1),
     "limits.max_pending_records": (1, 10_000_000),
+    "limits.max_pending_bytes": (MAX_LINE_BYTES, 64 * GIB),
+    "limits.max_file_bytes": (MIB, MAX_FILE_BYTES),
+    "limits.max_staging_bytes_per_device": (MIB, 2**50),
+    "limits.min_free_bytes": (0, 2**50),
     "deadline.working_days": (1, 365),
 }
 
@@ -97,6 +111,10 @@ class StationConfig:
     max_message_bytes: int
     max_pending_records: int
     deadline: DeadlineSettings
+    max_pending_bytes: int = 64 * MIB
+    max_file_bytes: int = 8 * GIB
+    max_staging_bytes_per_device: int = 16 * GIB
+    min_free_bytes: int = GIB
 
     @property
     def index_path(self) -> Path:
@@ -130,6 +148,10 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
         missing = next(name for name, path in tls.items() if path is None)
         raise refusal(source, f"broker.{missing}", "", f"a file path: broker.ca, broker.cert and broker.key are "
                       f"set together, and broker.{given[0]} is set")
+    if limits["max_staging_bytes_per_device"] < limits["max_file_bytes"]:
+        # A device must be able to stage the largest file it may send, or that file could never complete.
+        raise refusal(source, "limits.max_staging_bytes_per_device", limits["max_staging_bytes_per_device"],
+                      f"at least limits.max_file_bytes ({limits['max_file_bytes']})")
     return StationConfig(
         source=source,
         station_id=station["id"],
@@ -142,6 +164,10 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
         ),
         max_message_bytes=limits["max_message_bytes"],
         max_pending_records=limits["max_pending_records"],
+        max_pending_bytes=limits["max_pending_bytes"],
+        max_file_bytes=limits["max_file_bytes"],
+        max_staging_bytes_per_device=limits["max_staging_bytes_per_device"],
+        min_free_bytes=limits["min_free_bytes"],
         deadline=_deadline(values["deadline"], source),
     )
 

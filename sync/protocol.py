@@ -49,6 +49,10 @@ MAX_CONTROL_BYTES = 64 * 1024
 MAX_CHUNK_HEADER_BYTES = 1024
 # Room the MQTT 5 PUBLISH fixed header, topic and properties take besides the payload.
 PUBLISH_OVERHEAD_BYTES = 512
+# The largest file a record may vouch for and a device may offer: far above any segment a device makes (50
+# Mbit/s for 600 s is 3.75 GB), far below what a filesystem refuses (ext4: 16 TiB). A station's own limit
+# (limits.max_file_bytes) is at most this.
+MAX_FILE_BYTES = 64 * 1024**3
 _SESSION = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 
 
@@ -124,6 +128,8 @@ def _check_kind(item: Any, kind: Any, where: str) -> None:
         ok = is_hex64(item)
     elif kind == "count":
         ok = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+    elif kind == "file_size":
+        ok = isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= MAX_FILE_BYTES
     elif kind == "session":
         ok = isinstance(item, str) and bool(_SESSION.match(item))
     elif kind == "file":
@@ -136,6 +142,8 @@ def _check_kind(item: Any, kind: Any, where: str) -> None:
         ok = isinstance(item, int) and not isinstance(item, bool)
     else:
         ok = isinstance(item, kind) and not (kind is int and isinstance(item, bool))
+    if not ok and kind == "file_size" and isinstance(item, int) and item > MAX_FILE_BYTES:
+        raise ProtocolError(f"{where}: {item} bytes, more than the protocol's largest file ({MAX_FILE_BYTES})")
     if not ok:
         raise ProtocolError(f"{where}: {str(item)[:80]!r} is not a valid {getattr(kind, '__name__', kind)}")
 
@@ -146,19 +154,31 @@ def _encode(message: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Hello:
-    """Opens a sync session; ``t1_us`` is the device's wall clock when it sent this (NTP's t1)."""
+    """Opens a sync session; ``t1_us`` is the device's wall clock when it sent this (NTP's t1).
+
+    ``head_seq``/``head_link``: the last record of the device's ledger as the session opens, so the station
+    sees at every session a ledger cut back below what it holds (a rollback) or gone another way (a fork).
+    Both or neither (a hello from an uploader older than them)."""
 
     session: str
     t1_us: int
+    head_seq: int | None = None
+    head_link: str | None = None
 
     def encode(self) -> bytes:
-        return _encode(self)
+        value: dict[str, Any] = {"v": PROTOCOL_VERSION, "session": self.session, "t1_us": self.t1_us}
+        if self.head_seq is not None and self.head_link is not None:
+            value.update(head_seq=self.head_seq, head_link=self.head_link)
+        return canonical_json(value)
 
     @classmethod
     def decode(cls, payload: bytes) -> Hello:
         value = _decode_object(payload, "hello")
-        _fields(value, "hello", {"session": "session", "t1_us": int})
-        return cls(value["session"], value["t1_us"])
+        spec: dict[str, Any] = {"session": "session", "t1_us": int}
+        if "head_seq" in value or "head_link" in value:
+            spec.update(head_seq="count", head_link="hex64")
+        _fields(value, "hello", spec)
+        return cls(value["session"], value["t1_us"], value.get("head_seq"), value.get("head_link"))
 
 
 @dataclass(frozen=True)
@@ -232,7 +252,8 @@ class FileOffer:
     @classmethod
     def decode(cls, payload: bytes) -> FileOffer:
         value = _decode_object(payload, "file offer")
-        _fields(value, "file offer", {"session": "session", "file": "file", "sha256": "hex64", "size": "count"})
+        _fields(value, "file offer", {"session": "session", "file": "file", "sha256": "hex64",
+                                      "size": "file_size"})
         return cls(value["session"], value["file"], value["sha256"], value["size"])
 
 
@@ -320,7 +341,7 @@ def decode_chunk(payload: bytes) -> tuple[ChunkHeader, bytes]:
     if end < 0:
         raise ProtocolError(f"chunk: no header line within the first {MAX_CHUNK_HEADER_BYTES} bytes")
     value = _decode_object(payload[:end], "chunk header", MAX_CHUNK_HEADER_BYTES)
-    _fields(value, "chunk header", {"file": "file", "sha256": "hex64", "size": "count", "offset": "count",
+    _fields(value, "chunk header", {"file": "file", "sha256": "hex64", "size": "file_size", "offset": "count",
                                     "length": "count", "chunk_sha256": "hex64"})
     header = ChunkHeader(value["file"], value["sha256"], value["size"], value["offset"], value["length"],
                          value["chunk_sha256"])

@@ -120,6 +120,7 @@ class Index(Protocol):
     def ranges(self, device: str, sha256: str) -> list[tuple[int, int]]: ...
     def add_range(self, device: str, sha256: str, offset: int, length: int) -> None: ...
     def clear_ranges(self, device: str, sha256: str) -> None: ...
+    def staged(self, device: str) -> dict[str, int]: ...
 
     # problems
     def add_problem(self, device: str | None, seq: int | None, obj: str | None, kind: str, reason: str,
@@ -364,6 +365,11 @@ class SqliteIndex:
 
     def clear_ranges(self, device: str, sha256: str) -> None:
         self._db.execute("DELETE FROM ranges WHERE device=? AND sha256=?", (device, sha256))
+
+    def staged(self, device: str) -> dict[str, int]:
+        """Bytes held in staging per file (sha256) of the device: the ranges' lengths, overlaps counted twice."""
+        rows = self._db.execute("SELECT sha256, sum(length) FROM ranges WHERE device=? GROUP BY sha256", (device,))
+        return {r[0]: r[1] for r in rows}
 
     # --- problems --------------------------------------------------------------------------------------------
 

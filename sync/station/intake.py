@@ -5,7 +5,11 @@ Per line, against the device's watermark (the last record stored with nothing mi
 - at or below it: an identical copy is a harmless duplicate; a different, validly signed record is a fork;
 - the next one: identity (device id, enrolled key) and link to the watermark, then the shared ChainVerifier
   (anchored at the watermark) for the signature and what it checks of the content; verified -> stored;
-- beyond it: identity and signature checked, then held (a bounded number per device) until the hole fills.
+- beyond it: identity and signature checked, then held (a bounded number and size per device) until the
+  hole fills.
+
+A record is believed only within the station's limits: a file it claims larger than ``limits.max_file_bytes``
+is reported (``oversized-file``) and never received, though the genuine record itself is stored.
 
 Nothing past a problem is stored: the first problem ends the message. Stored lines go to the device's ledger
 copy (write + fdatasync) before the index learns of them, and only then may an acknowledgement name them.
@@ -32,6 +36,7 @@ from sync.station.model import (
     INCONSISTENT,
     LATE_UPLOAD,
     MALFORMED,
+    OVERSIZED_FILE,
     SPLICED,
     WRONG_KEY,
     CaseUpdate,
@@ -70,6 +75,7 @@ class IntakeResult:
     held: int = 0
     problem: bool = False  # the message ended at a problem (reported)
     late: list[tuple[int, str, str]] = field(default_factory=list)  # seq, file, reason
+    oversized: list[tuple[int, str, int]] = field(default_factory=list)  # seq, file, claimed size
 
     @property
     def advanced(self) -> bool:
@@ -102,16 +108,26 @@ class _Batch:
         return self.lines[index][0] if 0 <= index < len(self.lines) else None
 
 
+@dataclass(frozen=True)
+class IntakeLimits:
+    """How much of a device's word the intake takes (station config ``[limits]``)."""
+
+    max_pending: int  # lines held per device ahead of a hole
+    max_pending_bytes: int  # and their bytes
+    max_file_bytes: int  # the largest file a record may claim and still be received
+
+
 class RecordIntake:
     def __init__(self, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
-                 clock: Clock, max_pending: int) -> None:
+                 clock: Clock, limits: IntakeLimits) -> None:
         self._store = store
         self._index = index
         self._problems = problems
         self._calendar = calendar
         self._clock = clock
-        self._max_pending = max_pending
+        self._limits = limits
         self._pending: dict[str, dict[int, tuple[bytes, SignedRecord]]] = {}
+        self._pending_bytes: dict[str, int] = {}
         # One verifier per device while its chain goes on without a problem (it also checks monotonic time
         # and file claims across messages); dropped on any problem and re-anchored at the stored watermark.
         self._chains: dict[str, tuple[str, ChainVerifier]] = {}
@@ -192,19 +208,26 @@ class RecordIntake:
                 return True
             self._report_second(device, signed, topic, "a different record with this sequence number is held")
             return False
-        if len(pending) >= self._max_pending:
+        held_bytes = self._pending_bytes.get(device.id, 0)
+        if len(pending) >= self._limits.max_pending or held_bytes + len(raw) > self._limits.max_pending_bytes:
             # Not a problem of the device's: it sends the line again in a later session, from the watermark.
-            log.warning("device %s seq %d: not held, %d records already wait for a hole to fill", device.id,
-                        signed.seq, len(pending))
+            log.warning("device %s seq %d: not held, %d records (%d bytes) already wait for a hole to fill",
+                        device.id, signed.seq, len(pending), held_bytes)
             return True
         pending[signed.seq] = (raw, signed)
+        self._pending_bytes[device.id] = held_bytes + len(raw)
         result.held += 1
         return True
+
+    def _release(self, device: str, seq: int) -> tuple[bytes, SignedRecord]:
+        held = self._pending[device].pop(seq)
+        self._pending_bytes[device] -= len(held[0])
+        return held
 
     def _drain(self, device: DeviceRow, batch: _Batch, topic: str) -> bool:
         pending = self._pending.get(device.id, {})
         while batch.seq + 1 in pending:
-            raw, signed = pending.pop(batch.seq + 1)
+            raw, signed = self._release(device.id, batch.seq + 1)
             if not self._accept(device, raw, signed, batch, topic):
                 return False
         return True
@@ -284,6 +307,8 @@ class RecordIntake:
                 size = int(body["length"] if record.type == "recovery" else body["size"])
                 claims.append(Claim(device, str(body["file"]), str(body["sha256"]), size, signed.seq, record.type,
                                     record.wall_us))
+                if size > self._limits.max_file_bytes:
+                    result.oversized.append((signed.seq, str(body["file"]), size))
             if record.type in CASE_TYPES and isinstance(case_id, str):
                 cases.append(CaseUpdate(device, case_id, signed.seq, record.type, dict(body)))
             if record.type in FOOTAGE_TYPES and self._calendar.is_late(record.wall_us, now):
@@ -293,11 +318,14 @@ class RecordIntake:
         self._index.resolve_gaps(device, batch.seq, now)
         pending = self._pending.get(device, {})
         for seq in [s for s in pending if s <= batch.seq]:
-            del pending[seq]
+            self._release(device, seq)
 
     def report_late(self, device: str, result: IntakeResult, topic: str) -> None:
         for seq, file, reason in result.late:
             self._problems.report(LATE_UPLOAD, device, reason, seq=seq, obj=file, topic=topic)
+        for seq, file, size in result.oversized:
+            self._problems.report(OVERSIZED_FILE, device, oversized_reason(file, size, self._limits.max_file_bytes),
+                                  seq=seq, obj=file, topic=topic)
 
     # --- done -------------------------------------------------------------------------------------------------
 
@@ -316,6 +344,11 @@ class RecordIntake:
             what = f"record {first} missing" if first == last else f"records {first}..{last} missing"
             self._problems.report(GAP, device, what, seq=first, topic=topic)
         return holes
+
+
+def oversized_reason(file: str, size: int, limit: int) -> str:
+    return (f"file {file}: the record claims {size} bytes, more than this station's limit of {limit} "
+            "(limits.max_file_bytes); the record is kept, the file is not received")
 
 
 def late_reason(calendar: WorkingCalendar, recorded_us: int) -> str:

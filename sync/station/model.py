@@ -29,8 +29,21 @@ STATION_FAULT = "station-fault"
 # A device's signed health report says "degraded" or "failed": one open problem per device and failing
 # check (its object), resolved by the first report in which that check passes.
 DEVICE_FAULT = "device-fault"
+# A genuine record claims a file larger than the station receives (limits.max_file_bytes): the record is
+# stored, the file refused.
+OVERSIZED_FILE = "oversized-file"
+# A message on which the receiver itself failed (a bug its content triggered): taken out of the batch, kept
+# under DATA/set-aside for a person, settled with the broker so it is not redelivered; the rest goes on.
+POISON_MESSAGE = "poison-message"
+# The station's filesystem is short of limits.min_free_bytes: chunks are refused (devices keep their copies
+# and send them again) until space is freed; records, small, are still taken.
+STORAGE_LOW = "storage-low"
+# At a hello, the device's ledger ends below what the station holds, on the same chain: it was cut back
+# (a restored image, a replaced card). Named with both heads; what the station holds stays.
+ROLLBACK = "rollback"
 PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, MALFORMED, BAD_BYTES, LATE_UPLOAD,
-                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT)
+                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT, OVERSIZED_FILE, POISON_MESSAGE,
+                 STORAGE_LOW, ROLLBACK)
 
 # Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
 # moved into quarantine. Only the first two are footage with an upload deadline.

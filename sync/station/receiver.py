@@ -9,6 +9,12 @@ stored; each names at most 64 files. Every refused message is logged, recorded a
 answered on the device's ``down/error`` topic; nothing a device sends makes ``handle`` raise or changes stored
 evidence.
 
+Every number a device chooses is bounded before it is believed (sizes, offsets, staged bytes, held
+records: station config ``[limits]``). Should a message still make the receiver fail (a bug its content
+triggers), it is that message's problem: the batch is rolled back, the receiver's state rebuilt from the
+store as at a start, the message set aside (sync/station/set_aside.py), reported as ``poison-message``
+against its device and settled; the rest of the batch is taken in again without it.
+
 A failure of the station's own storage (a write, an fsync, the index) is different: what is on disk is then
 unknown, so the receiver sets ``fault`` and takes nothing more in; the service stops without acknowledging
 the message to the broker, and a restart reconciles the ledger copies with the index.
@@ -43,11 +49,22 @@ from sync.protocol import (
 from sync.station.deadline import WorkingCalendar
 from sync.station.health import HealthIntake
 from sync.station.index import Index
-from sync.station.intake import RecordIntake
-from sync.station.model import REJECTED_MESSAGE, STATION_FAULT, UNKNOWN_DEVICE, DeviceRow, Outgoing
+from sync.station.intake import IntakeLimits, RecordIntake
+from sync.station.model import (
+    FORK,
+    POISON_MESSAGE,
+    REJECTED_MESSAGE,
+    ROLLBACK,
+    STATION_FAULT,
+    UNKNOWN_DEVICE,
+    ChainHead,
+    DeviceRow,
+    Outgoing,
+)
 from sync.station.problems import ProblemLog, printable
+from sync.station.set_aside import SetAside, is_station_failure
 from sync.station.store import EvidenceStore
-from sync.station.transfer import FileTransfer, TransferResult
+from sync.station.transfer import FileTransfer, TransferLimits, TransferResult
 
 log = logging.getLogger(__name__)
 FAULT_ENV = "BODYCAM_STATION_FAULT"
@@ -64,12 +81,21 @@ class Receiver:
         self.clock = clock
         self.calendar = WorkingCalendar.from_settings(config.deadline)
         self.problems = ProblemLog(index, clock)
-        self.intake = RecordIntake(store, index, self.problems, self.calendar, clock, config.max_pending_records)
-        self.transfer = FileTransfer(store, index, self.problems, self.calendar, clock)
+        self.set_aside = SetAside(config.data / "set-aside")
         self.health = HealthIntake(index)
         self.fault: str | None = None
         self._fault_points: list[str] = []
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
+        self._injected = os.environ.get(FAULT_ENV, "")
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """What the receiver keeps in memory, built from the store and the index as at a start."""
+        config = self.config
+        self.intake = RecordIntake(self.store, self.index, self.problems, self.calendar, self.clock, IntakeLimits(
+            config.max_pending_records, config.max_pending_bytes, config.max_file_bytes))
+        self.transfer = FileTransfer(self.store, self.index, self.problems, self.calendar, self.clock, TransferLimits(
+            config.max_file_bytes, config.max_staging_bytes_per_device, config.min_free_bytes))
         self._sessions: dict[str, str] = {}
         self._reconcile()
 
@@ -99,20 +125,42 @@ class Receiver:
         """The replies to several messages, taken in with one group commit.
 
         Staged chunk bytes are made durable, then the index transaction holding their ranges, records and
-        files is committed, and only then are the replies (file statuses, acks) returned for publishing.
+        files is committed, and only then are the replies (file statuses, acks) returned for publishing. A
+        message the receiver fails on is set aside and the batch taken in again without it (once: a second
+        failure in the same batch is the station's).
         """
         if self.fault is not None:
             log.error("%d message(s) not taken: the receiver stopped after a storage fault (%s)", len(messages),
                       self.fault)
             return []
+        attempt = self._attempt(messages)
+        if isinstance(attempt, _Poisoned):
+            topic, payload, _received = messages[attempt.position]
+            rest = [m for i, m in enumerate(messages) if i != attempt.position]
+            notices = self._put_aside(topic, payload, attempt.error)
+            if self.fault is None:
+                again = self._attempt(rest)
+                if isinstance(again, _Poisoned):
+                    self.fault = f"a second message failed in the same batch: {again.error}"
+                else:
+                    attempt = [*notices, *again]
+        if self.fault is not None:
+            self._record_fault(messages[-1][0] if messages else "")
+            return []
+        assert not isinstance(attempt, _Poisoned)
+        for point in self._fault_points:  # crash tests: after the commit, before any reply leaves
+            _fault_point(point)
+        return attempt
+
+    def _attempt(self, messages: Sequence[tuple[str, bytes, int | None]]) -> list[Outgoing] | _Poisoned:
         out: list[Outgoing] = []
         self._fault_points = []
         self._acks_due = {}
         try:
             with self.index.batch():
-                for topic, payload, received_us in messages:
+                for position, (topic, payload, received_us) in enumerate(messages):
                     due, self._acks_due = self._acks_due, {}
-                    replies = self._handle_one(topic, payload, received_us)
+                    replies = self._handle_one(topic, payload, received_us, position)
                     if self.fault is not None:
                         raise _BatchAbandoned  # roll the whole batch back: none of it is acknowledged
                     if replies and due:
@@ -131,19 +179,16 @@ class Receiver:
                 self.store.sync_partials()
         except _BatchAbandoned:
             pass
+        except _Poisoned as poisoned:
+            return poisoned  # rolled back with the transaction
         except Exception as exc:
             if self.fault is None:
                 self.fault = printable(f"{type(exc).__name__}: {exc}")
                 log.exception("station fault while committing; nothing more is stored or acknowledged until a "
                               "restart")
-        if self.fault is not None:
-            self._record_fault(messages[-1][0] if messages else "")
-            return []
-        for point in self._fault_points:  # crash tests: after the commit, before any reply leaves
-            _fault_point(point)
         return out
 
-    def _handle_one(self, topic: str, payload: bytes, received_us: int | None) -> list[Outgoing]:
+    def _handle_one(self, topic: str, payload: bytes, received_us: int | None, position: int = 0) -> list[Outgoing]:
         received = received_us if received_us is not None else self._now()
         try:
             try:
@@ -151,12 +196,32 @@ class Receiver:
             except ProtocolError as exc:
                 return self._reject(topic, str(exc))
         except Exception as exc:
-            # Storage, index or a bug: the state on disk is unknown, so nothing more is taken in or acked.
+            if not is_station_failure(exc):
+                log.exception("topic %s: the receiver failed on this message; it is set aside", printable(topic))
+                raise _Poisoned(position, printable(f"{type(exc).__name__}: {exc}")) from exc
+            # Storage or index: the state on disk is unknown, so nothing more is taken in or acked.
             self.fault = printable(f"{type(exc).__name__}: {exc}")
             log.exception("topic %s: station fault; nothing more is stored or acknowledged until a restart",
                           printable(topic))
             return []
 
+    def _put_aside(self, topic: str, payload: bytes, error: str) -> list[Outgoing]:
+        """Keep the message, rebuild the state its batch left, report it against its device; the notice."""
+        device = _device_of(topic)
+        try:
+            kept = self.set_aside.keep(topic, payload, device, error, self._now())
+            self._fresh_state()  # caches may have run ahead of the rolled-back batch; a ledger copy, too
+            with self.index.batch():
+                self.problems.report(POISON_MESSAGE, device, f"the receiver failed on this message ({error}); "
+                                     f"set aside as set-aside/{kept.name} and settled, so it is not redelivered", topic=topic)
+        except Exception as exc:
+            self.fault = printable(f"setting a message aside failed: {type(exc).__name__}: {exc}")
+            log.exception("topic %s: could not set the message aside", printable(topic))
+            return []
+        if device is None or _direction_of(topic) == "down":
+            return []
+        return [self._error(device, topic, f"the station could not handle this message ({error}); it was set "
+                            "aside for the station's staff")]
     def _record_fault(self, topic: str) -> None:
         try:
             self.problems.report(STATION_FAULT, _device_of(topic), self.fault or "", topic=topic)
@@ -176,6 +241,9 @@ class Receiver:
 
     def _dispatch(self, topic: str, payload: bytes, received_us: int) -> list[Outgoing]:
         parsed = parse_topic(topic)
+        if self._injected in (f"raise-on-{parsed.kind}", f"raise-on-{parsed.kind}:{parsed.device}"):
+            # Fault tests: a receiver bug that this kind of message (from this device) triggers.
+            raise RuntimeError(f"fault injection: {FAULT_ENV}={self._injected}")
         if parsed.direction != "up":
             raise ProtocolError(f"topic {topic}: a station-to-device topic; the station takes nothing there")
         limit = self.config.max_message_bytes
@@ -222,8 +290,31 @@ class Receiver:
         self._sessions[device.id] = hello.session
         head = self.index.head(device.id)
         log.info("device %s session %s: hello; the station holds seq %d", device.id, hello.session, head.seq)
+        if hello.head_seq is not None and hello.head_link is not None:
+            self._compare_heads(device.id, hello.head_seq, hello.head_link, head, f"bodycam/{device.id}/up/hello")
         reply = HelloReply(hello.session, hello.t1_us, received_us, self._now(), head.seq, head.link)
         return [Outgoing(down_topic(device.id, "hello"), reply.encode())]
+
+    def _compare_heads(self, device: str, seq: int, link: str, held: ChainHead, topic: str) -> None:
+        """A device whose ledger ends below what the station holds, or elsewhere than its chain: reported.
+
+        Judged against the station's own records (a link is the hash of a signed record), so a device that
+        lies about its head only reports a problem against itself."""
+        if seq > held.seq:
+            return  # ahead of the station: its records show whether they continue the chain
+        theirs = f"the device's ledger ends at seq {seq} (link {link[:16]}...)"
+        ours = f"the station holds seq {held.seq} (link {held.link[:16]}...)"
+        stored = self.index.record(device, seq) if seq > 0 else None
+        same_chain = (seq == 0) or (stored is not None and stored.link == link)
+        if seq == held.seq and not same_chain:
+            self.problems.report(FORK, device, f"fork: {theirs}, another record than the station's at that seq; "
+                                 f"{ours}", seq=seq, topic=topic)
+        elif seq < held.seq and same_chain:
+            self.problems.report(ROLLBACK, device, f"rollback: {theirs}, below what the station holds: {ours}; "
+                                 f"records {seq + 1}..{held.seq} are no longer on the device", seq=seq, topic=topic)
+        elif seq < held.seq:
+            self.problems.report(ROLLBACK, device, f"rollback and fork: {theirs}, below what the station holds, "
+                                 f"and its record at seq {seq} is not the station's; {ours}", seq=seq, topic=topic)
 
     def _clock(self, device: DeviceRow, payload: bytes) -> list[Outgoing]:
         report = ClockReport.decode(payload)
@@ -292,6 +383,15 @@ class Receiver:
 
 class _BatchAbandoned(Exception):
     """A fault inside a batch: its index transaction is rolled back."""
+
+
+class _Poisoned(Exception):
+    """The receiver failed on the message at ``position`` of the batch: the batch is rolled back."""
+
+    def __init__(self, position: int, error: str) -> None:
+        super().__init__(error)
+        self.position = position
+        self.error = error
 
 
 def _fault_point(name: str) -> None:

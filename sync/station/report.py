@@ -15,7 +15,7 @@ from agent.errors import UsageError
 from agent.evidence.keys import fingerprint, public_key_raw
 from agent.timeline import utc
 from sync.station.index import Index
-from sync.station.model import GAP, DeviceRow, HealthRow, ProblemRow
+from sync.station.model import FORK, GAP, ROLLBACK, DeviceRow, HealthRow, ProblemRow
 from sync.station.problems import printable
 
 
@@ -80,6 +80,8 @@ class DeviceStatus:
     health: HealthView | None
     # The officer the station last assigned (bodycam-station assign), with when it was issued; None: never.
     assigned_officer: tuple[str, int] | None = None
+    # Open rollback and fork problems, word for word: the device and the station disagree on evidence.
+    custody_alerts: tuple[str, ...] = ()
 
     @property
     def faulty(self) -> bool:
@@ -94,6 +96,7 @@ class DeviceStatus:
             "files_waiting": self.files_waiting, "backlog": {"files": self.files_waiting, "bytes": self.bytes_waiting},
             "last_session": self.last_session, "health": None if self.health is None else self.health.to_dict(),
             "open_problems": self.open_problems, "open_problem_kinds": self.problem_kinds, "holes": self.holes,
+            "custody_alerts": list(self.custody_alerts),
             "assigned_officer": None if self.assigned_officer is None else {
                 "officer": self.assigned_officer[0], "issued_us": self.assigned_officer[1],
                 "issued_utc": utc(self.assigned_officer[1])},
@@ -122,6 +125,7 @@ def device_statuses(index: Index, now_us: int) -> list[DeviceStatus]:
             },
             open_problems=len(mine), problem_kinds=dict(sorted(Counter(p.kind for p in mine).items())),
             holes=[p.reason for p in mine if p.kind == GAP],
+            custody_alerts=tuple(p.reason for p in mine if p.kind in (ROLLBACK, FORK)),
             health=health_view(index.health(device.id), now_us),
             assigned_officer=None if device.id not in assigned else (
                 assigned[device.id].officer, assigned[device.id].issued_us),
@@ -189,6 +193,7 @@ def render_status(station_id: str, key_fingerprint: str | None, statuses: list[D
         kinds = ", ".join(f"{kind} {count}" for kind, count in status.problem_kinds.items())
         lines.append(f"  open problems {status.open_problems}" + (f" ({kinds})" if kinds else "")
                      + (f", holes: {'; '.join(status.holes)}" if status.holes else ""))
+        lines.extend(f"  CUSTODY: {printable(alert)}" for alert in status.custody_alerts)
     if stray_problems:
         lines.append(f"{stray_problems} open problem(s) about messages from no enrolled device (see problems)")
     return "\n".join(lines)

@@ -66,6 +66,10 @@ class EvidenceStore(Protocol):
 
     def has_object(self, sha256: str) -> bool: ...
 
+    def free_bytes(self) -> int:
+        """Space left for evidence where this store writes."""
+        ...
+
     def object_size(self, sha256: str) -> int: ...
 
     def place_file(self, device: str, name: str, sha256: str) -> None:
@@ -257,6 +261,10 @@ class FilesystemEvidenceStore:
 
     def has_object(self, sha256: str) -> bool:
         return self.object_path(sha256).is_file()
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
 
     def object_size(self, sha256: str) -> int:
         return self.object_path(sha256).stat().st_size

@@ -4,6 +4,12 @@ A chunk is written at its offset into the staging file and made durable before i
 the ``have`` ranges the station reports are always on disk. When the ranges cover the whole file it is
 hashed; matching the claim, it becomes a write-once object named in the device's layout and indexed, and only
 then acknowledged; not matching, it is reported (``bad-bytes``) and the staged bytes are discarded.
+
+Nothing a device says about a file is believed past the station's limits: a claim larger than
+``limits.max_file_bytes`` is refused (so an offset inside it is bounded too); a device's staged bytes stay
+under ``limits.max_staging_bytes_per_device`` (its other unfinished files are dropped from staging to make
+room: until acknowledged the device keeps every file and sends again what the station lacks); and below
+``limits.min_free_bytes`` free on the station's disk no chunk is written, so no device fills it.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from agent.evidence.clock import Clock
 from sync.protocol import ChunkHeader, FileOffer, FileStatus
 from sync.station.deadline import WorkingCalendar
 from sync.station.index import Index
-from sync.station.intake import late_reason
-from sync.station.model import BAD_BYTES, FOOTAGE_TYPES, LATE_UPLOAD, Claim, FileRow
+from sync.station.intake import late_reason, oversized_reason
+from sync.station.model import BAD_BYTES, FOOTAGE_TYPES, LATE_UPLOAD, STORAGE_LOW, Claim, FileRow
 from sync.station.problems import ProblemLog
 from sync.station.store import EvidenceStore
 
@@ -49,9 +55,33 @@ def covers(ranges: list[tuple[int, int]], offset: int, length: int) -> bool:
     return any(start <= offset and offset + length <= start + span for start, span in merge_ranges(ranges))
 
 
+@dataclass(frozen=True)
+class TransferLimits:
+    """Station config ``[limits]`` for files."""
+
+    max_file_bytes: int
+    max_staging_bytes: int  # per device
+    min_free_bytes: int  # on the station's disk, below which no chunk is written
+
+
+def to_evict(staged: dict[str, int], keep: str, incoming: int, allowance: int) -> list[str]:
+    """Which of a device's staged files (sha256 -> bytes) to drop so that ``incoming`` more bytes for ``keep``
+    fit in ``allowance``: the largest others first (fewest files to send again); never ``keep`` itself."""
+    total = sum(staged.values()) + incoming
+    dropped: list[str] = []
+    for sha256, size in sorted(staged.items(), key=lambda item: (-item[1], item[0])):
+        if total <= allowance:
+            break
+        if sha256 != keep:
+            dropped.append(sha256)
+            total -= size
+    return dropped
+
+
 class FileTransfer:
     def __init__(self, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
-                 clock: Clock) -> None:
+                 clock: Clock, limits: TransferLimits) -> None:
+        self._limits = limits
         self._store = store
         self._index = index
         self._problems = problems
@@ -67,6 +97,8 @@ class FileTransfer:
             reason = ("no stored record vouches for it" if claim is None
                       else f"record seq {claim.seq} vouches for sha256 {claim.sha256[:16]}... size {claim.size}")
             raise ProtocolError(f"file {name} (sha256 {sha256[:16]}..., {size} bytes): {reason}")
+        if claim.size > self._limits.max_file_bytes:
+            raise ProtocolError(oversized_reason(name, claim.size, self._limits.max_file_bytes))
         return claim
 
     def offer(self, device: str, offer: FileOffer, session: str) -> TransferResult:
@@ -86,12 +118,29 @@ class FileTransfer:
         if covers(ranges, header.offset, header.length):
             self._index.count(device, session, "duplicate_chunks")
         else:
+            self._make_room(device, claim, header.length)
             self._store.write_partial(device, claim.sha256, header.offset, data)
             self._hash_along(device, claim.sha256, header.offset, data)
             self._index.add_range(device, claim.sha256, header.offset, header.length)
             self._index.count(device, session, "chunks_written")
             ranges.append((header.offset, header.length))
         return self._maybe_complete(claim, session, ranges)
+
+    def _make_room(self, device: str, claim: Claim, incoming: int) -> None:
+        free = self._store.free_bytes()
+        if free - incoming < self._limits.min_free_bytes:
+            log.error("station disk: %d bytes free, limits.min_free_bytes is %d", free, self._limits.min_free_bytes)
+            # One problem while it lasts (a repeat only counts): the words do not change with the free bytes.
+            self._problems.report(STORAGE_LOW, None, f"less than limits.min_free_bytes "
+                                  f"({self._limits.min_free_bytes}) free on the station's disk: chunks are refused")
+            raise ProtocolError(f"chunk of {claim.name}: the station's storage is low; not written (send it later)")
+        staged = self._index.staged(device)
+        for sha256 in to_evict(staged, claim.sha256, incoming, self._limits.max_staging_bytes):
+            log.info("device %s: staged bytes of sha256 %s... dropped to stay within its staging allowance of %d "
+                     "bytes (the device sends them again)", device, sha256[:16], self._limits.max_staging_bytes)
+            self._store.discard_partial(device, sha256)
+            self._index.clear_ranges(device, sha256)
+            self._running.pop((device, sha256), None)
 
     def _hash_along(self, device: str, sha256: str, offset: int, data: bytes) -> None:
         key = (device, sha256)

@@ -32,6 +32,8 @@ class UploadState:
     # are offered again in later sessions; after PARKED_AFTER failed sessions they no longer start one by
     # themselves (no hot loop over a damaged file) and ``--once`` gives up on them.
     troubled: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Set when the station's copy and this ledger disagree (a rollback or a fork): waiting cannot mend it.
+    disagreement: str | None = None
 
     def note_failures(self, failed: dict[str, str]) -> None:
         for name, reason in failed.items():

@@ -198,6 +198,8 @@ class Uploader:
     def unfinished(self) -> tuple[str, bool] | None:
         """Why not everything is acknowledged yet, and whether waiting cannot help; None when all of it is."""
         head = self.view.head[0]
+        if self.state.disagreement is not None:
+            return self.state.disagreement, True
         if self.state.station_seq < 0:
             return self._unheard(head), False
         if self.state.station_seq < head:

@@ -190,7 +190,8 @@ class Session:
 
     def _hello(self) -> int:
         t1 = time.time_ns() // 1000
-        self.publish("hello", Hello(self.id, t1).encode())
+        head_seq, head_link = self.view.head
+        self.publish("hello", Hello(self.id, t1, head_seq, head_link).encode())
         while self._reply is None:
             self.wait()
         reply, t4 = self._reply
@@ -202,14 +203,18 @@ class Session:
         own = self.view.link_of(reply.seq)
         problem = None
         if own is None:
-            problem = (f"station holds seq {reply.seq} of {self.device_id}, but this ledger ends at seq "
-                       f"{self.view.head[0]}; nothing sent")
+            problem = (f"this ledger was cut back: the station holds seq {reply.seq} of {self.device_id}, but this "
+                       f"ledger ends at seq {self.view.head[0]} (a restored or replaced store?); nothing sent, "
+                       "the station records it as a rollback")
         elif own != reply.link:
-            problem = (f"station's record seq {reply.seq} of {self.device_id} has another link than this ledger's "
-                       "(a fork?); nothing sent")
+            problem = (f"this ledger and the station's copy part ways: the station's record seq {reply.seq} of "
+                       f"{self.device_id} has another link than this ledger's (a fork); nothing sent, the station "
+                       "records it")
         if problem is not None:
             log.error("%s", problem)  # not a transient fault: the station and this store disagree on evidence
+            self.state.disagreement = problem
             raise ProtocolError(problem)
+        self.state.disagreement = None
         # The station's word now, even if lower than an earlier ack: it may have lost what it held.
         self.state.station_seq = reply.seq
         return reply.seq
