@@ -212,8 +212,9 @@ class Receiver:
             kept = self.set_aside.keep(topic, payload, device, error, self._now())
             self._fresh_state()  # caches may have run ahead of the rolled-back batch; a ledger copy, too
             with self.index.batch():
-                self.problems.report(POISON_MESSAGE, device, f"the receiver failed on this message ({error}); "
-                                     f"set aside as set-aside/{kept.name} and settled, so it is not redelivered", topic=topic)
+                self.problems.report(POISON_MESSAGE, device, f"the receiver failed on this message ({error}); set "
+                                     f"aside as set-aside/{kept.name} and settled, so it is not redelivered",
+                                     topic=topic)
         except Exception as exc:
             self.fault = printable(f"setting a message aside failed: {type(exc).__name__}: {exc}")
             log.exception("topic %s: could not set the message aside", printable(topic))

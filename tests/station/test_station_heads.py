@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.evidence.store import read_records
 from station_support import DeviceSide, Station, StoreFactory, hello_reply
 
+from agent.evidence.store import read_records
 from sync.protocol import Hello
 
 DEVICE = "dev-0001"
