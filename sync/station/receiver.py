@@ -62,7 +62,7 @@ from sync.station.model import (
     Outgoing,
 )
 from sync.station.problems import ProblemLog, printable
-from sync.station.set_aside import SetAside, is_station_failure
+from sync.station.set_aside import DEATHS_TO_SET_ASIDE, SetAside, is_station_failure, message_digest
 from sync.station.store import EvidenceStore
 from sync.station.transfer import FileTransfer, TransferLimits, TransferResult
 
@@ -88,6 +88,10 @@ class Receiver:
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
         self._injected = os.environ.get(FAULT_ENV, "")
         self._fresh_state()
+        died = self.set_aside.recover()
+        if died:
+            log.warning("%d message(s) were in flight when the last run died: each is handled alone now, and set "
+                        "aside if it was in flight at %d deaths", len(died), DEATHS_TO_SET_ASIDE)
 
     def _fresh_state(self) -> None:
         """What the receiver keeps in memory, built from the store and the index as at a start."""
@@ -127,12 +131,36 @@ class Receiver:
         Staged chunk bytes are made durable, then the index transaction holding their ranges, records and
         files is committed, and only then are the replies (file statuses, acks) returned for publishing. A
         message the receiver fails on is set aside and the batch taken in again without it (once: a second
-        failure in the same batch is the station's).
+        failure in the same batch is the station's). Messages in flight when an earlier run died are handled
+        one by one, or set aside unhandled after too many deaths (sync/station/set_aside.py).
         """
         if self.fault is not None:
             log.error("%d message(s) not taken: the receiver stopped after a storage fault (%s)", len(messages),
                       self.fault)
             return []
+        digests = [message_digest(topic, payload) for topic, payload, _ in messages]
+        if not any(self.set_aside.strikes(d) for d in digests):
+            return self._journaled(messages, digests)
+        out: list[Outgoing] = []
+        for message, digest in zip(messages, digests, strict=True):
+            strikes = self.set_aside.strikes(digest)
+            if strikes >= DEATHS_TO_SET_ASIDE:
+                out.extend(self._put_aside(message[0], message[1], f"the receiver died {strikes} times while "
+                                           "handling it", rebuild=False))
+            else:
+                out.extend(self._journaled([message], [digest]))
+            if self.fault is not None:
+                return []
+            self.set_aside.forgive(digest)
+        return out
+
+    def _journaled(self, messages: Sequence[tuple[str, bytes, int | None]], digests: list[str]) -> list[Outgoing]:
+        self.set_aside.begin(digests)
+        out = self._take(messages)
+        self.set_aside.end()  # a fault too: it is recorded, and not a death
+        return out
+
+    def _take(self, messages: Sequence[tuple[str, bytes, int | None]]) -> list[Outgoing]:
         attempt = self._attempt(messages)
         if isinstance(attempt, _Poisoned):
             topic, payload, _received = messages[attempt.position]
@@ -205,12 +233,13 @@ class Receiver:
                           printable(topic))
             return []
 
-    def _put_aside(self, topic: str, payload: bytes, error: str) -> list[Outgoing]:
+    def _put_aside(self, topic: str, payload: bytes, error: str, rebuild: bool = True) -> list[Outgoing]:
         """Keep the message, rebuild the state its batch left, report it against its device; the notice."""
         device = _device_of(topic)
         try:
             kept = self.set_aside.keep(topic, payload, device, error, self._now())
-            self._fresh_state()  # caches may have run ahead of the rolled-back batch; a ledger copy, too
+            if rebuild:
+                self._fresh_state()  # caches may have run ahead of the rolled-back batch; a ledger copy, too
             with self.index.batch():
                 self.problems.report(POISON_MESSAGE, device, f"the receiver failed on this message ({error}); set "
                                      f"aside as set-aside/{kept.name} and settled, so it is not redelivered",
@@ -245,6 +274,8 @@ class Receiver:
         if self._injected in (f"raise-on-{parsed.kind}", f"raise-on-{parsed.kind}:{parsed.device}"):
             # Fault tests: a receiver bug that this kind of message (from this device) triggers.
             raise RuntimeError(f"fault injection: {FAULT_ENV}={self._injected}")
+        if self._injected == f"die-on-{parsed.kind}:{parsed.device}":
+            _fault_point(self._injected)  # and one that kills the process outright
         if parsed.direction != "up":
             raise ProtocolError(f"topic {topic}: a station-to-device topic; the station takes nothing there")
         limit = self.config.max_message_bytes

@@ -4,6 +4,14 @@ A message that makes the receiver itself fail (a bug its content triggers, not a
 foresees) is taken out of its batch and settled with the broker, so it is never redelivered in a loop and
 the other messages, and the other devices, go on. What it was stays here, under ``DATA/set-aside``, named by
 its digest: ``<digest>.msg`` (the payload) and ``<digest>.json`` (topic, device, error, when, how often).
+
+A message may also kill the process outright (the kernel's OOM killer, a crash in a native library), where
+no exception is seen. So the digests of the batch being handled are written to ``in-flight`` first (no
+fsync: it only has to survive the process, not the machine) and cleared after it. At a start, what is still
+there was in flight when the last run died: each such message gets a strike (``strikes.json``). A message
+with a strike is handled in a batch of its own, so a second death names it alone; at two strikes it is set
+aside without being handled. One death is not enough, because a power cut or a kill by an operator would
+then set innocent messages aside.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.errors import StoreError
@@ -36,9 +46,71 @@ def message_digest(topic: str, payload: bytes) -> str:
     return hashlib.sha256(DOMAIN + topic.encode("utf-8", "backslashreplace") + b"\0" + payload).hexdigest()
 
 
+DEATHS_TO_SET_ASIDE = 2
+
+
 class SetAside:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._in_flight = folder / "in-flight"
+        self._strikes_file = folder / "strikes.json"
+        self._strikes: dict[str, int] = {}
+
+    # --- deaths ----------------------------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """At a start: a strike for every message in flight when the last run died; their digests."""
+        self._strikes = self._read_strikes()
+        try:
+            died = [d for d in self._in_flight.read_text("ascii").split() if len(d) == 64]
+        except (FileNotFoundError, UnicodeDecodeError):
+            died = []
+        for digest in died:
+            self._strikes[digest] = self._strikes.get(digest, 0) + 1
+        if died:
+            self._write_strikes()
+        self._in_flight.unlink(missing_ok=True)
+        return died
+
+    def strikes(self, digest: str) -> int:
+        return self._strikes.get(digest, 0)
+
+    def forgive(self, digest: str) -> None:
+        """The message was handled after all (its strike came from a death it did not cause)."""
+        if self._strikes.pop(digest, None) is not None:
+            self._write_strikes()
+
+    def begin(self, digests: Sequence[str]) -> None:
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self._in_flight, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, "\n".join(digests).encode("ascii"))
+        finally:
+            os.close(fd)
+
+    def end(self) -> None:
+        os.truncate(self._in_flight, 0)
+
+    def _read_strikes(self) -> dict[str, int]:
+        try:
+            value = json.loads(self._strikes_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return {}  # a torn file: strikes are a safety net, losing them only delays a set-aside
+        return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, int)} \
+            if isinstance(value, dict) else {}
+
+    def _write_strikes(self) -> None:
+        temporary = self._strikes_file.with_suffix(".json.tmp")
+        temporary.unlink(missing_ok=True)
+        write_file_durably(temporary, json.dumps(self._strikes, sort_keys=True).encode(), mode=0o600,
+                           exclusive=True)
+        temporary.replace(self._strikes_file)
+        fsync_dir(self.folder)
+
+    # --- keeping ---------------------------------------------------------------------------------------------
 
     def keep(self, topic: str, payload: bytes, device: str | None, error: str, at_us: int) -> Path:
         """Keep the message durably; the path of its payload. The same message again only counts."""
