@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_parser("bookmark", help="bookmark this moment").add_argument("--note", help="a note")
     ops.add_parser("retention", help="flag for long-term retention").add_argument("--reason", required=True,
                                                                                  help="why (art. 19)")
-    ops.add_parser("close-case", help="close the open case early (missing stages are listed)")
+    ops.add_parser("close-case", help="close the open case early (missing stages are listed)").add_argument(
+        "--reason", help="why (required while a required stage is not done: the close guard)")
     ops.add_parser("purge", help="remove the segments the station acknowledged, as [sync] retention allows")
     ops.add_parser("assign", help="assign the officer carrying this device (at the dock; refused in a case)"
                    ).add_argument("--officer", required=True, help="the officer id (printable, 1-64 characters)")
