@@ -26,6 +26,7 @@ from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
 from agent.scenario import load_scenario
 from agent.simulate import RecordingResult, record, simulate, simulate_scenario
+from agent.stopping import StopRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SELFTEST = 3  # the self-test failed: the unit's RestartPreventExitStatus= (agent/health/startup.py)
@@ -215,10 +216,11 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stop = threading.Event()
+    stop = StopRequest()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()  # the recording finishes cleanly: the open segment is closed and signed
+        # The recording finishes cleanly: the cause is signed, the open segment closed and signed.
+        stop.request(signum)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
