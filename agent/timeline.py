@@ -7,8 +7,8 @@ UTC. Recording switches come from the recorder's ``recording-start``/``recording
 (``storage-full``, ``recorder-fault``) and restarts (a ``boot`` while recording ends the recording at the record
 before it; a ``gap`` record names why). A ``stop-reason`` with ``source: system`` is a system stop (SIGTERM,
 a shutdown, a fault: agent/stopping.py); one with ``stops: case`` is the reason a case was closed with
-required stages not done (the close guard), not a recording stop. A case's stage list comes from its ``case-open`` record when it carries
-one (what the device used), else from the loaded profiles.
+required stages not done (the close guard), not a recording stop. A case's stage list comes from its
+``case-open`` record when it carries one (what the device used), else from the loaded profiles.
 
 This reads, it does not verify: run it on a ledger ``bodycam-verify`` found intact, or treat it with care.
 """

@@ -111,4 +111,5 @@ def test_close_case_over_the_socket_needs_a_reason_while_required_stages_are_not
     [reason] = case["stop_reasons"]
     assert (reason["stops"], reason["code"], reason["reason"]) == ("case", 0, "called to a traffic accident")
     # No case was open at the SIGTERM: no stop record, but the recorder's stop still names the cause.
-    assert records(daemon.store)[-1][2] == {"kind": "recording-stop", "reason": "system stop: service stopped (SIGTERM)"}
+    last = records(daemon.store)[-1][2]
+    assert last == {"kind": "recording-stop", "reason": "system stop: service stopped (SIGTERM)"}

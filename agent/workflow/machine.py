@@ -22,6 +22,8 @@ Buttons (``long`` = held past the hold time; ``record`` long acts like short):
 | case open | stage short | ACK, stage (done), [rec on, RECORDING_ON] (2), STAGE | next stage |
 | case open | stage long | ACK, stage (skipped), [rec on, RECORDING_ON] (2), STAGE | next stage |
 | last stage | stage short/long | ACK, stage, case-close (3), CASE_CLOSED | no case, recording unchanged |
+| last stage, required missing | stage short/long | ACK, stage, REFUSED, event stop-refused (stops: case) | close selection |
+| close selection, reason k | record | ACK, stop-reason (code k, stops: case), case-close (3), CASE_CLOSED | no case |
 | any | mark short | ACK, event bookmark, BOOKMARK | unchanged |
 | any | mark long | ACK, retention (long-term), RETENTION | case flagged |
 
@@ -42,6 +44,14 @@ at once with a ``stop-reason`` record of code 0; without one it is refused like 
 stop-refused) but opens no selection window (a command carries no time). ``CloseCase`` closes early, listing
 the required stages not done as missing. ``RecordingStopped`` (the recorder stopped by itself) turns the
 machine's view off and gives RECORDING_OFF and ERROR.
+
+The close guard (issue 12): closing a case while a required stage is not done (skipped or not reached) is a
+stop in the middle of the procedure and needs a reason, chosen like a stop's (the selection's ``purpose`` is
+``case``; cancelling or the window running out leaves the case open, the next stage press asks again).
+``CloseCase`` then needs a free-text reason (refused like ``StopRecording`` without one); ``AdvanceStage``
+onto the end leaves the case open for it. ``SystemStop`` (SIGTERM, SIGINT, a shutdown, a fatal fault) ends
+a selection, and while recording in a case signs a ``stop-reason`` with ``source: system`` and the cause
+before the recording stops; the case stays open for ``resume``.
 
 After a restart (agent/workflow/replay.py, re-exported here), ``replay`` rebuilds the state from the ledger
 (an open case stays open at its next stage; recording is off) and ``resume`` says what to do about it.

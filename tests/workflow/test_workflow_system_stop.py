@@ -76,7 +76,8 @@ def test_outside_a_case_or_with_the_camera_off_nothing_is_signed(driver: Driver)
         (signal.SIGTERM, "stopping", None, "shutdown", "system shutdown (SIGTERM)"),
         (signal.SIGINT, None, None, "interrupt", "interrupted (SIGINT)"),
         (None, None, None, "service-stop", "daemon stopped"),
-        (signal.SIGTERM, None, RuntimeError("socket\nthread died"), "fault", "fatal fault: RuntimeError: socket\\nthread died"),
+        (signal.SIGTERM, None, RuntimeError("socket\nthread died"), "fault",
+         "fatal fault: RuntimeError: socket\\nthread died"),
     ],
 )
 def test_the_cause_named(signum: int | None, system_state: str | None, fault: BaseException | None, cause: str,
