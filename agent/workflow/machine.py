@@ -22,7 +22,7 @@ Buttons (``long`` = held past the hold time; ``record`` long acts like short):
 | case open | stage short | ACK, stage (done), [rec on, RECORDING_ON] (2), STAGE | next stage |
 | case open | stage long | ACK, stage (skipped), [rec on, RECORDING_ON] (2), STAGE | next stage |
 | last stage | stage short/long | ACK, stage, case-close (3), CASE_CLOSED | no case, recording unchanged |
-| last stage, required missing | stage short/long | ACK, stage, REFUSED, event stop-refused (stops: case) | close selection |
+| last stage, a required missing | stage | ACK, stage, REFUSED, event stop-refused (stops: case) | close selection |
 | close selection, reason k | record | ACK, stop-reason (code k, stops: case), case-close (3), CASE_CLOSED | no case |
 | any | mark short | ACK, event bookmark, BOOKMARK | unchanged |
 | any | mark long | ACK, retention (long-term), RETENTION | case flagged |
