@@ -26,6 +26,7 @@ from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_or_create_device_key
 from agent.scenario import load_scenario
 from agent.simulate import RecordingResult, record, simulate, simulate_scenario
+from agent.stopping import StopRequest
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SELFTEST = 3  # the self-test failed: the unit's RestartPreventExitStatus= (agent/health/startup.py)
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_parser("bookmark", help="bookmark this moment").add_argument("--note", help="a note")
     ops.add_parser("retention", help="flag for long-term retention").add_argument("--reason", required=True,
                                                                                  help="why (art. 19)")
-    ops.add_parser("close-case", help="close the open case early (missing stages are listed)")
+    ops.add_parser("close-case", help="close the open case early (missing stages are listed)").add_argument(
+        "--reason", help="why (required while a required stage is not done: the close guard)")
     ops.add_parser("purge", help="remove the segments the station acknowledged, as [sync] retention allows")
     ops.add_parser("assign", help="assign the officer carrying this device (at the dock; refused in a case)"
                    ).add_argument("--officer", required=True, help="the officer id (printable, 1-64 characters)")
@@ -214,10 +216,11 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stop = threading.Event()
+    stop = StopRequest()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()  # the recording finishes cleanly: the open segment is closed and signed
+        # The recording finishes cleanly: the cause is signed, the open segment closed and signed.
+        stop.request(signum)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

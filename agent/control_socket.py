@@ -7,8 +7,8 @@ connect. One request per connection, one JSON object per line each way:
     <- {"ok": true, "error": null, "status": {...}}
 
 Ops: status, open-case [procedure], stage [skip], record, stop [reason], bookmark [note],
-retention reason, close-case. Every op goes through the same state machine as the buttons; a refused op
-answers ``ok: false`` with the reason and changes nothing.
+retention reason, close-case [reason] (required while a required stage is not done). Every op goes through
+the same state machine as the buttons; a refused op answers ``ok: false`` with the reason and changes nothing.
 
 Custody ops, for the uploader (agent/evidence/custody.py, ``AgentCustody``): ``receipt`` ack (the station's
 acknowledgement line, payload TAB signature) records a checked receipt; ``purge`` removes the acknowledged
@@ -130,7 +130,7 @@ def command_from_request(request: object) -> Command | None:
         "stop": lambda: StopRecording(text.get("reason")),
         "bookmark": lambda: Bookmark(text.get("note")),
         "retention": lambda: FlagRetention(text.get("reason") or ""),
-        "close-case": CloseCase,
+        "close-case": lambda: CloseCase(text.get("reason")),
     }
     if op not in builders:
         raise ControlError(f"request field 'op': {op!r} is not one of {', '.join(OPS)}")

@@ -3,12 +3,16 @@
 Loads the configuration (refusing a bad file before touching anything), runs the self-test around opening
 the ledger (recovering what a crash left) and arming the camera (docs/health.md; a failure ends here with
 exit status 3), resumes an open case, and serves the buttons and the control socket, with the health watch
-beside them, until SIGTERM or SIGINT; then closes the open segment, signs it, and exits.
+beside them, until SIGTERM or SIGINT (or a fatal fault); then, with the buttons and the socket closed, signs
+the cause of the stop (agent/stopping.py: inside a case a ``stop-reason`` record with ``source: system``,
+before the camera stops), closes the open segment, signs it, and exits. An open case resumes at the next
+start, as after a power loss.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -31,6 +35,7 @@ from agent.health.startup import StartUp, release, start_monitor
 from agent.recorder.segmenter import SegmenterSettings
 from agent.recorder.session import RecordingSession
 from agent.sdnotify import FrameWatchdog, Notifier
+from agent.stopping import StopRequest, system_state, system_stop_cause
 from agent.workflow.events import Press
 from firmware_config.device_config import DeviceConfig, SyncSettings
 
@@ -109,6 +114,7 @@ def run_daemon(
                                    assign=assignment_handler(device, config.sync.station_key))
             watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
             monitor: HealthMonitor | None = None
+            fault: BaseException | None = None
             try:
                 devices.append(device)  # presses from here on reach the device (as before this order)
                 device.start()
@@ -120,16 +126,35 @@ def run_daemon(
                 monitor = start_monitor(startup, ledger, session, reporter, device.status, feedback.show)
                 stop.wait()
                 notifier.stopping("closing the open segment")
+            except BaseException as exc:
+                fault = exc
+                raise
             finally:
+                server.close()  # no press or command from here on: nothing restarts what the stop ends
+                panel.close()
+                _system_stop(device, stop, fault)
                 if monitor is not None:
                     monitor.stop()
                 watchdog.stop()
-                server.close()
-                panel.close()
                 device.close()
     finally:
         panel.close()
         feedback.close()
+
+
+def _system_stop(device: Device, stop: threading.Event, fault: BaseException | None) -> None:
+    """Sign why the daemon stops (inside a case, before the camera stops); never masks the fault itself."""
+    signum = stop.signum if isinstance(stop, StopRequest) else None
+    state = system_state() if signum == signal.SIGTERM and fault is None else None
+    cause = system_stop_cause(signum, state, fault)
+    log.info("system stop: %s", cause.detail)
+    try:
+        errors = device.handle(cause)
+    except Exception:  # the camera must still be closed and the open segment signed (device.close)
+        log.exception("the system stop (%s) could not be carried out", cause.detail)
+        return
+    for error in errors:
+        log.error("system stop (%s): %s", cause.detail, error)
 
 
 def custody_handler(ledger: Ledger, sync: SyncSettings) -> CustodyHandler:

@@ -5,8 +5,10 @@ inside the case, stop reasons, refused and cancelled stops, bookmarks, the reten
 stages that are missing. Built from records alone (no footage is read); times are the records' wall clocks in
 UTC. Recording switches come from the recorder's ``recording-start``/``recording-stop`` events, its halts
 (``storage-full``, ``recorder-fault``) and restarts (a ``boot`` while recording ends the recording at the record
-before it; a ``gap`` record names why). A case's stage list comes from its ``case-open`` record when it carries
-one (what the device used), else from the loaded profiles.
+before it; a ``gap`` record names why). A ``stop-reason`` with ``source: system`` is a system stop (SIGTERM,
+a shutdown, a fault: agent/stopping.py); one with ``stops: case`` is the reason a case was closed with
+required stages not done (the close guard), not a recording stop. A case's stage list comes from its
+``case-open`` record when it carries one (what the device used), else from the loaded profiles.
 
 This reads, it does not verify: run it on a ledger ``bodycam-verify`` found intact, or treat it with care.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from agent.evidence.record import SignedRecord
 from agent.workflow.procedure import Procedure, StageSpec, procedure_from_case_open
 
+STOPS_CASE = "case"  # a stop-reason, stop-refused or stop-cancelled about closing a case (the close guard)
 STANDARD_RETENTION = "standard"  # kept as long as the case file (art. 18)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -231,6 +234,7 @@ def _apply(case: CaseTimeline, record_type: str, body: Mapping[str, Any], at: Mo
             case.problems.append(f"seq {at.seq}: the case is closed a second time")
     elif record_type == "stop-reason":
         fields = {"code": body["code"], "reason": body["reason"], "officer": body["officer"]}
+        fields.update({key: body[key] for key in ("stops", "cause") if isinstance(body.get(key), str)})
         case.stop_reasons.append(Note(at, {**fields, "source": body.get("source")}))
     elif record_type == "retention":
         fields = {"retention_class": body["retention_class"], "reason": body["reason"], "officer": body["officer"]}
@@ -239,9 +243,12 @@ def _apply(case: CaseTimeline, record_type: str, body: Mapping[str, Any], at: Mo
         note = body.get("note")
         case.bookmarks.append(Note(at, {"note": note if isinstance(note, str) else None}))
     elif kind == "stop-refused":
-        case.stops_refused.append(Note(at, {}))
+        missing = body.get("missing")
+        closing = {"stops": STOPS_CASE, "missing": [str(m) for m in missing] if isinstance(missing, list) else []}
+        case.stops_refused.append(Note(at, closing if body.get("stops") == STOPS_CASE else {}))
     elif kind == "stop-cancelled":
-        case.stops_cancelled.append(Note(at, {"cause": str(body.get("cause", ""))}))
+        closing = {"stops": STOPS_CASE} if body.get("stops") == STOPS_CASE else {}
+        case.stops_cancelled.append(Note(at, {"cause": str(body.get("cause", "")), **closing}))
     elif kind == "case-resumed":
         case.resumed.append(Note(at, {"next_stage": body.get("next_stage")}))
 
@@ -279,9 +286,12 @@ def _recording_switches(records: list[SignedRecord]) -> list[_Switch]:
             reason = stop_reason or str(body.get("reason", "recording stopped"))
             switch = _Switch(record.seq, record.wall_us, False, reason)
             stop_reason = None
-        elif record.type == "stop-reason":
+        elif record.type == "stop-reason" and body.get("stops") != STOPS_CASE:  # a close's reason stops nothing
             code, text = body["code"], body["reason"]
-            stop_reason = f"stop reason {code}: {text}" if code else f"stop reason (free text): {text}"
+            if body.get("source") == "system":
+                stop_reason = f"system stop: {text}"
+            else:
+                stop_reason = f"stop reason {code}: {text}" if code else f"stop reason (free text): {text}"
         elif record.type == "storage-full" or kind == "recorder-fault":
             detail = body.get("reason", body.get("error", ""))
             switch = _Switch(record.seq, record.wall_us, False, f"recorder halted: {detail}")
@@ -400,13 +410,23 @@ def _event_lines(case: CaseTimeline) -> list[tuple[int, str]]:
         events.append((note.at.seq, f"    {utc(note.at.wall_us)}  {text}"))
 
     for note in case.stops_refused:
-        add(note, "stop refused: a case is open")
+        if note.fields.get("stops") == STOPS_CASE:
+            missing = ", ".join(map(p, note.fields["missing"]))
+            add(note, f"close refused: required stages not done ({missing}); closing needs a reason")
+        else:
+            add(note, "stop refused: a case is open")
     for note in case.stop_reasons:
-        code = note.fields["code"]
+        code, reason, officer = note.fields["code"], p(str(note.fields["reason"])), p(str(note.fields["officer"]))
         label = f"reason {code}" if code else "free-text reason"
-        add(note, f"stop with {label}: {p(str(note.fields['reason']))} (officer {p(str(note.fields['officer']))})")
+        if note.fields.get("source") == "system":
+            add(note, f"system stop: {reason} (not by the officer; the case stays open)")
+        elif note.fields.get("stops") == STOPS_CASE:
+            add(note, f"case closed with required stages not done, {label}: {reason} (officer {officer})")
+        else:
+            add(note, f"stop with {label}: {reason} (officer {officer})")
     for note in case.stops_cancelled:
-        add(note, f"no stop, reason selection ended: {p(str(note.fields['cause']))}")
+        what = "no close" if note.fields.get("stops") == STOPS_CASE else "no stop"
+        add(note, f"{what}, reason selection ended: {p(str(note.fields['cause']))}")
     for note in case.bookmarks:
         text = f": {p(str(note.fields['note']))}" if note.fields["note"] else ""
         add(note, f"bookmark{text}")
@@ -417,7 +437,11 @@ def _event_lines(case: CaseTimeline) -> list[tuple[int, str]]:
             f"(officer {p(str(note.fields['officer']))})",
         )
     for note in case.resumed:
-        add(note, f"resumed after a restart at stage {p(str(note.fields['next_stage']))}")
+        stage = note.fields["next_stage"]
+        if stage is None:
+            add(note, "resumed after a restart: every stage marked, the close still needs a reason")
+        else:
+            add(note, f"resumed after a restart at stage {p(str(stage))}")
     return events
 
 

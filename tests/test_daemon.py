@@ -219,7 +219,10 @@ def test_case_over_the_control_socket_then_sigterm(daemon: Daemon) -> None:
     assert status["case"]["retention"] == "long-term"
     status = daemon.ok("stage")
     assert status["case"]["done"] == ["arrival", "credentials-shown"]
-    status = daemon.ok("close-case")
+    # Required stages are not done: closing needs a reason (the close guard), signed before the close.
+    code, reply, _ = daemon.ctl("close-case")
+    assert code == 1 and "needs a reason" in reply["error"] and reply["status"]["case"]["case_id"] == CASE
+    status = daemon.ok("close-case", "--reason", "called to an emergency")
     assert status["case"] is None and status["cases_opened"] == 1
     status = daemon.ok("status")
     assert status["case"] is None and status["recording"] is True  # closing a case leaves the camera on
@@ -241,17 +244,20 @@ def test_case_over_the_control_socket_then_sigterm(daemon: Daemon) -> None:
         *((name, "not reached") for name in STAGES[2:]),
     ]  # fmt: skip
     assert case["missing"] == STAGES[2:]
-    assert len(case["stops_refused"]) == 1
-    [stop] = case["stop_reasons"]
+    assert len(case["stops_refused"]) == 2 and case["stops_refused"][1]["stops"] == "case"
+    [stop, close] = case["stop_reasons"]
     assert (stop["code"], stop["reason"], stop["source"], stop["officer"]) == (0, reason, "control", OFFICER)
+    assert (close["stops"], close["reason"]) == ("case", "called to an emergency")
     assert [b["note"] for b in case["bookmarks"]] == ["knife on the counter"]
     assert case["retention_class"] == "long-term"
     assert [f["reason"] for f in case["retention_flags"]] == ["assault on the officer"]
     unrecorded = [i for i in case["intervals"] if not i["recorded"]]
     assert [i["reason"] for i in unrecorded] == [f"stop reason (free text): {reason}"]
     assert unrecorded[0]["duration_us"] >= 1_900_000  # all of the 2 s pause: a resumption starts fresh
-    # The open segment was closed and signed on SIGTERM: the ledger ends with the recorder's stop.
-    assert records(daemon.store)[-1][1:] == ("event", {"kind": "recording-stop", "reason": "encoder stopped"})
+    # The open segment was closed and signed on SIGTERM: the ledger ends with the recorder's stop, which names
+    # the cause (no case was open, so no stop-reason record: tests/test_daemon_system_stop.py has that).
+    assert records(daemon.store)[-1][1:] == (
+        "event", {"kind": "recording-stop", "reason": "system stop: service stopped (SIGTERM)"})
 
 
 # --- bad requests change nothing ----------------------------------------------------------------------------

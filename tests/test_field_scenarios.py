@@ -251,9 +251,17 @@ def test_retention_incident_timeline(runs: dict[str, Run]) -> None:
     assert len(case["bookmarks"]) == 1
     assert seq_of("credentials-shown", case) < case["bookmarks"][0]["at"]["seq"] < flag["at"]["seq"]
     assert flag["at"]["seq"] < seq_of("party-informed", case)
-    assert case["stop_reasons"] == [] and case["stops_refused"] == []
-    assert [interval["recorded"] for interval in case["intervals"]] == [True]
-    # The case-close record lists the same missing stages as the timeline.
+    # The close guard: departure found required stages skipped, so the close was refused until reason 5 was
+    # chosen with the stage button and confirmed with record; the reason is signed before the close.
+    [refused] = case["stops_refused"]
+    assert (refused["stops"], refused["missing"]) == ("case", ["party-informed", "inspection", "record-signed"])
+    assert refused["at"]["seq"] > seq_of("departure", case)
+    [reason] = case["stop_reasons"]
+    assert (reason["code"], reason["reason"], reason["source"], reason["stops"]) == (5, "officer safety", "button",
+                                                                                    "case")
+    assert refused["at"]["seq"] < reason["at"]["seq"] < case["closed"]["seq"]
+    assert [interval["recorded"] for interval in case["intervals"]] == [True]  # the camera stayed on
+    # The case-close record lists the same missing stages as the timeline, and the reason.
     [close] = [body for _, kind, body in runs["retention-incident"].records() if kind == "case-close"]
     assert close["missing"] == case["missing"] and close["skipped"] == case["missing"]
-    assert close["not_reached"] == [] and close["early"] is False
+    assert close["not_reached"] == [] and close["early"] is False and close["reason"] == "officer safety"

@@ -13,7 +13,7 @@ from agent import verify_cli
 from agent.evidence.ledger import Ledger
 from agent.evidence.store import read_records
 from agent.timeline import case_timelines, render_timeline
-from agent.workflow.events import Button, Press, RecordEffect, RecordingEffect
+from agent.workflow.events import Button, Press, RecordEffect, RecordingEffect, SystemStop
 from agent.workflow.machine import WorkflowState, resume, step
 from agent.workflow.replay import replay
 from agent.workflow.state import WorkflowConfig
@@ -25,19 +25,21 @@ R, S, M = Button.RECORD, Button.STAGE, Button.MARK
 
 # A complete inspection: opened (camera on), two stages, a stop refused and then stopped with reason 3 (three
 # stage presses choose it), a bookmark, recording resumed, one stage skipped, flagged long-term, the rest done,
-# and the camera stopped after the case closed.
+# the close refused for the skipped required stage until reason 3 is chosen and confirmed (the close guard), and
+# the camera stopped after the case closed.
 PRESSES = [
     (S, True), (S, False), (S, False),
     (R, False), (S, False), (S, False), (S, False), (R, False),
     (M, False), (R, False), (S, True), (M, True),
-    (S, False), (S, False), (S, False), (R, False),
+    (S, False), (S, False), (S, False), (S, False), (S, False), (S, False), (R, False),
+    (R, False),
 ]  # fmt: skip
 
 TEXT = """\
 timeline: 1 case(s)
 case dev-0001-00001: inspection (Inspection), officer A1234
   opened  2023-11-14T22:13:22.000Z (seq 2)
-  closed  2023-11-14T22:13:36.000Z (seq 16)
+  closed  2023-11-14T22:13:38.000Z (seq 18)
   stages
     1. arrival            done         2023-11-14T22:13:24.000Z  recorded
     2. credentials-shown  done         2023-11-14T22:13:25.000Z  recorded
@@ -49,13 +51,15 @@ case dev-0001-00001: inspection (Inspection), officer A1234
     2023-11-14T22:13:22.000Z .. 2023-11-14T22:13:23.000Z  NOT RECORDED 1 s  (off when the case opened)
     2023-11-14T22:13:23.000Z .. 2023-11-14T22:13:28.000Z  recorded     5 s
     2023-11-14T22:13:28.000Z .. 2023-11-14T22:13:30.000Z  NOT RECORDED 2 s  (stop reason 3: party's privacy)
-    2023-11-14T22:13:30.000Z .. 2023-11-14T22:13:36.000Z  recorded     6 s
-    total recorded 11 s, not recorded 3 s
+    2023-11-14T22:13:30.000Z .. 2023-11-14T22:13:38.000Z  recorded     8 s
+    total recorded 13 s, not recorded 3 s
   events
     2023-11-14T22:13:26.000Z  stop refused: a case is open
     2023-11-14T22:13:27.000Z  stop with reason 3: party's privacy (officer A1234)
     2023-11-14T22:13:29.000Z  bookmark
     2023-11-14T22:13:32.000Z  retention long-term: flagged in the field (officer A1234)
+    2023-11-14T22:13:36.000Z  close refused: required stages not done (party-informed); closing needs a reason
+    2023-11-14T22:13:37.000Z  case closed with required stages not done, reason 3: party's privacy (officer A1234)
   retention class: long-term
   missing required stages: party-informed"""
 
@@ -86,7 +90,7 @@ JSON = [
         "procedure_title": "Inspection",
         "officer": "A1234",
         "opened": at(2),
-        "closed": at(16),
+        "closed": at(18),
         "closed_early": False,
         "stages": [
             stage(1, "arrival", "Arrival: camera on, storefront and surroundings filmed", "done", 4),
@@ -100,14 +104,16 @@ JSON = [
             interval(2, 3, False, "off when the case opened"),
             interval(3, 8, True, "case dev-0001-00001 opened"),
             interval(8, 10, False, "stop reason 3: party's privacy"),
-            interval(10, 16, True, "record button"),
+            interval(10, 18, True, "record button"),
         ],
-        "recorded_us": 11_000_000,
+        "recorded_us": 13_000_000,
         "unrecorded_us": 3_000_000,
         "stop_reasons": [
-            {"at": at(7), "code": 3, "reason": "party's privacy", "officer": "A1234", "source": "button"}
+            {"at": at(7), "code": 3, "reason": "party's privacy", "officer": "A1234", "source": "button"},
+            {"at": at(17), "code": 3, "reason": "party's privacy", "officer": "A1234", "source": "button",
+             "stops": "case"},
         ],
-        "stops_refused": [{"at": at(6)}],
+        "stops_refused": [{"at": at(6)}, {"at": at(16), "stops": "case", "missing": ["party-informed"]}],
         "stops_cancelled": [],
         "bookmarks": [{"at": at(9), "note": None}],
         "retention_class": "long-term",
@@ -233,7 +239,7 @@ def test_verify_with_timeline_prints_the_verification_then_the_timeline(
     out = capsys.readouterr().out
     verification, timeline = out.split("\n\n", 1)
     assert verification.startswith(f"store {inspection_store}\n")
-    assert verification.splitlines()[-1].startswith("INTACT: 17 records verified")
+    assert verification.splitlines()[-1].startswith("INTACT: 19 records verified")
     assert timeline == TEXT + "\n"
 
 
@@ -264,3 +270,24 @@ def test_verify_with_an_unreadable_profiles_folder_is_exit_2(
     code = verify_cli.main([str(inspection_store), "--timeline", "--profiles", str(tmp_path / "none")])
     assert code == verify_cli.EXIT_UNREADABLE
     assert "profiles folder" in capsys.readouterr().err
+
+
+def test_a_system_stop_mid_case_is_shown_as_one_and_the_case_resumes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with Ledger.open(store, seeded_key(1), DEVICE, FakeClock()) as ledger:
+        state = run(ledger, WorkflowState(), [(S, True), (S, False)])  # seq 2 case-open, 3 rec start, 4 arrival
+        state, effects = step(state, SystemStop("service-stop", "service stopped (SIGTERM)"), config())
+        apply(ledger, effects)  # seq 5 stop-reason (system), 6 rec stop
+    with Ledger.open(store, seeded_key(1), DEVICE, FakeClock(wall_us=DEFAULT_WALL_US + 15_000_000)) as ledger:
+        state, effects = resume(replay(((r.record.type, r.record.body) for r in read_records(store)), config()))
+        apply(ledger, effects)  # seq 7 boot, 8 case-resumed, 9 rec start
+    [case] = case_timelines(read_records(store))
+    lines = render_timeline([case]).splitlines()
+    assert "    2023-11-14T22:13:26.000Z .. 2023-11-14T22:13:38.000Z  NOT RECORDED 12 s  " \
+           "(system stop: service stopped (SIGTERM))" in lines
+    assert "    2023-11-14T22:13:25.000Z  system stop: service stopped (SIGTERM) (not by the officer; the case stays " \
+           "open)" in lines
+    assert "    2023-11-14T22:13:37.000Z  resumed after a restart at stage credentials-shown" in lines
+    [stop] = case.to_dict()["stop_reasons"]
+    assert (stop["source"], stop["cause"], stop["code"]) == ("system", "service-stop", 0)
+    assert case.closed is None and case.problems == []

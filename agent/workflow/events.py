@@ -128,7 +128,13 @@ class FlagRetention:
 
 @dataclass(frozen=True)
 class CloseCase:
-    """Close the open case early; the required stages not done are listed as missing in ``case-close``."""
+    """Close the open case early; the required stages not done are listed as missing in ``case-close``.
+
+    While a required stage is not done, closing is a stop in the middle of the procedure: ``reason_text`` is
+    required (the close guard, issue 12), as a stop's is.
+    """
+
+    reason_text: str | None = None
 
 
 Command = OpenCase | AdvanceStage | StartRecording | StopRecording | Bookmark | FlagRetention | CloseCase
@@ -144,4 +150,17 @@ class RecordingStopped:
     reason: str
 
 
-Event = Press | Tick | Command | RecordingStopped
+@dataclass(frozen=True)
+class SystemStop:
+    """The system stops the device (service stop, SIGINT, shutdown, a fatal fault): not the officer.
+
+    ``cause`` is a slug for machines (``service-stop``, ``interrupt``, ``shutdown``, ``fault``), ``detail`` the
+    words for people (``service stopped (SIGTERM)``). Inside a case the machine signs it as a stop reason
+    before the recording stops (agent/stopping.py names it).
+    """
+
+    cause: str
+    detail: str
+
+
+Event = Press | Tick | Command | RecordingStopped | SystemStop

@@ -22,6 +22,8 @@ Buttons (``long`` = held past the hold time; ``record`` long acts like short):
 | case open | stage short | ACK, stage (done), [rec on, RECORDING_ON] (2), STAGE | next stage |
 | case open | stage long | ACK, stage (skipped), [rec on, RECORDING_ON] (2), STAGE | next stage |
 | last stage | stage short/long | ACK, stage, case-close (3), CASE_CLOSED | no case, recording unchanged |
+| last stage, a required missing | stage | ACK, stage, REFUSED, event stop-refused (stops: case) | close selection |
+| close selection, reason k | record | ACK, stop-reason (code k, stops: case), case-close (3), CASE_CLOSED | no case |
 | any | mark short | ACK, event bookmark, BOOKMARK | unchanged |
 | any | mark long | ACK, retention (long-term), RETENTION | case flagged |
 
@@ -42,6 +44,14 @@ at once with a ``stop-reason`` record of code 0; without one it is refused like 
 stop-refused) but opens no selection window (a command carries no time). ``CloseCase`` closes early, listing
 the required stages not done as missing. ``RecordingStopped`` (the recorder stopped by itself) turns the
 machine's view off and gives RECORDING_OFF and ERROR.
+
+The close guard (issue 12): closing a case while a required stage is not done (skipped or not reached) is a
+stop in the middle of the procedure and needs a reason, chosen like a stop's (the selection's ``purpose`` is
+``case``; cancelling or the window running out leaves the case open, the next stage press asks again).
+``CloseCase`` then needs a free-text reason (refused like ``StopRecording`` without one); ``AdvanceStage``
+onto the end leaves the case open for it. ``SystemStop`` (SIGTERM, SIGINT, a shutdown, a fatal fault) ends
+a selection, and while recording in a case signs a ``stop-reason`` with ``source: system`` and the cause
+before the recording stops; the case stays open for ``resume``.
 
 After a restart (agent/workflow/replay.py, re-exported here), ``replay`` rebuilds the state from the ledger
 (an open case stays open at its next stage; recording is off) and ``resume`` says what to do about it.
@@ -70,6 +80,7 @@ from agent.workflow.events import (
     RecordingStopped,
     StartRecording,
     StopRecording,
+    SystemStop,
     Tick,
 )
 from agent.workflow.replay import replay, resume, status
@@ -79,6 +90,7 @@ from agent.workflow.state import (
     LONG_TERM,
     MAX_STOP_REASONS,
     MAX_TEXT_CHARS,
+    STOPS_CASE,
     CaseState,
     ReasonSelection,
     WorkflowConfig,
@@ -147,7 +159,7 @@ def step(state: WorkflowState, event: Event, config: WorkflowConfig) -> tuple[Wo
             if s.state.case is None:
                 s.refuse("no case is open")
             else:
-                _advance(s, skip)
+                _advance(s, skip, at_us=None)
         case StartRecording():
             if s.state.recording:
                 s.refuse("recording is already on")
@@ -168,13 +180,10 @@ def step(state: WorkflowState, event: Event, config: WorkflowConfig) -> tuple[Wo
                 s.refuse(problem)
             else:
                 _flag_retention(s, reason.strip())
-        case CloseCase():
-            if s.state.case is None:
-                s.refuse("no case is open")
-            else:
-                s.feedback(Feedback.ACK)
-                _close(s, early=True)
-                s.feedback(Feedback.CASE_CLOSED)
+        case CloseCase(reason_text=text):
+            _close_command(s, text)
+        case SystemStop():
+            _system_stop(s, event)
         case _:
             assert_never(event)
     if s.state.case is None and s.state.selection is not None:
@@ -214,7 +223,7 @@ def _press(s: _Step, press: Press) -> None:
         else:
             s.refuse(None)  # nothing to advance: the officer hears that the press did nothing
     else:
-        _advance(s, skip=press.long)
+        _advance(s, skip=press.long, at_us=press.at_us)
 
 
 def _press_in_selection(s: _Step, press: Press, selection: ReasonSelection) -> None:
@@ -229,10 +238,13 @@ def _press_in_selection(s: _Step, press: Press, selection: ReasonSelection) -> N
         code = selection.selected + 1
         reason = config.stop_reasons[selection.selected]
         s.feedback(Feedback.ACK)
-        s.record(
-            "stop-reason",
-            {"case_id": case.case_id, "code": code, "reason": reason, "officer": _officer(s), "source": "button"},
-        )
+        body = {"case_id": case.case_id, "code": code, "reason": reason, "officer": _officer(s), "source": "button"}
+        if selection.purpose == STOPS_CASE:
+            s.record("stop-reason", {**body, "stops": STOPS_CASE})
+            _close(s, early=case.next_stage is not None, reason=reason)
+            s.feedback(Feedback.CASE_CLOSED)
+            return
+        s.record("stop-reason", body)
         s.set(selection=None)
         _stop(s, f"stop reason {code}: {reason}")
     elif press.long:
@@ -246,12 +258,12 @@ def _press_in_selection(s: _Step, press: Press, selection: ReasonSelection) -> N
 
 
 def _end_selection(s: _Step, cause: str) -> None:
-    case = s.state.case
+    case, selection = s.state.case, s.state.selection
     if case is not None:
-        s.record(
-            "event",
-            {"kind": "stop-cancelled", "case_id": case.case_id, "cause": cause, "officer": _officer(s)},
-        )
+        body = {"kind": "stop-cancelled", "case_id": case.case_id, "cause": cause, "officer": _officer(s)}
+        if selection is not None and selection.purpose == STOPS_CASE:
+            body["stops"] = STOPS_CASE
+        s.record("event", body)
     s.set(selection=None)
     s.feedback(Feedback.REASON_TIMEOUT)
 
@@ -334,14 +346,14 @@ def _open_case(s: _Step, name: str, from_socket: bool) -> None:
     s.feedback(Feedback.CASE_OPEN)
 
 
-def _advance(s: _Step, skip: bool) -> None:
+def _advance(s: _Step, skip: bool, at_us: int | None) -> None:
+    """The next stage done or skipped; ``at_us`` None: from the control socket (no selection window)."""
     case = s.state.case
     assert case is not None
     stage = case.next_stage
     s.feedback(Feedback.ACK)
-    if stage is None:  # only a replayed case whose close record was lost; resume() normally closes it first
-        _close(s, early=False)
-        s.feedback(Feedback.CASE_CLOSED)
+    if stage is None:  # every stage marked, the close still waiting for its reason (or a lost close record)
+        _close_after_last_stage(s, at_us)
         return
     s.record(
         "stage",
@@ -363,8 +375,7 @@ def _advance(s: _Step, skip: bool) -> None:
     s.set(case=case)
     following = case.next_stage
     if following is None:
-        _close(s, early=False)
-        s.feedback(Feedback.CASE_CLOSED)
+        _close_after_last_stage(s, at_us)
         return
     if not s.state.recording:
         if case.procedure.continuous_recording:
@@ -376,11 +387,77 @@ def _advance(s: _Step, skip: bool) -> None:
     s.feedback(Feedback.STAGE)
 
 
-def _close(s: _Step, early: bool) -> None:
+def _close_after_last_stage(s: _Step, at_us: int | None) -> None:
+    """Close the case at its end; with required stages not done, only with a reason (the close guard).
+
+    A button press opens the reason selection (as a refused stop does); the control socket's ``stage`` leaves
+    the case open for ``close-case --reason``.
+    """
     case = s.state.case
     assert case is not None
-    s.record("case-close", close_body(case, _officer(s), early))
+    if not case.missing():
+        _close(s, early=False)
+        s.feedback(Feedback.CASE_CLOSED)
+        return
+    if at_us is None:
+        s.feedback(Feedback.STAGE)
+        return
+    s.feedback(Feedback.REFUSED)
+    s.record("event", _close_refused(s, case))
+    s.set(selection=ReasonSelection(deadline_us=at_us + s.config.reason_window_us, purpose=STOPS_CASE))
+
+
+def _close_refused(s: _Step, case: CaseState) -> dict[str, Any]:
+    return {"kind": "stop-refused", "case_id": case.case_id, "officer": _officer(s), "stops": STOPS_CASE,
+            "missing": case.missing()}
+
+
+def _close_command(s: _Step, text: str | None) -> None:
+    case = s.state.case
+    if case is None:
+        s.refuse("no case is open")
+        return
+    given = text is not None and bool(text.strip())
+    problem = _text_problem(text, "reason") if text is not None and given else None
+    if problem:
+        s.refuse(problem)
+        return
+    reason = text.strip() if text is not None and given else None
+    missing = case.missing()
+    if missing and reason is None:
+        s.feedback(Feedback.REFUSED)
+        s.record("event", {**_close_refused(s, case), "source": "control"})
+        s.effects.append(ErrorEffect(
+            f"case {case.case_id}: required stages not done ({', '.join(missing)}): closing it stops the "
+            "procedure in the middle and needs a reason (close-case --reason TEXT)"
+        ))
+        return
+    s.feedback(Feedback.ACK)
+    if missing:
+        s.record("stop-reason", {"case_id": case.case_id, "code": 0, "reason": reason, "officer": _officer(s),
+                                 "source": "control", "stops": STOPS_CASE})
+    _close(s, early=True, reason=reason)
+    s.feedback(Feedback.CASE_CLOSED)
+
+
+def _close(s: _Step, early: bool, reason: str | None = None) -> None:
+    case = s.state.case
+    assert case is not None
+    s.record("case-close", close_body(case, _officer(s), early, reason))
     s.set(case=None, selection=None)
+
+
+def _system_stop(s: _Step, event: SystemStop) -> None:
+    """The system stops the device: inside a case the cause is signed as a stop reason before the camera stops."""
+    if s.state.selection is not None:
+        _end_selection(s, f"system stop: {event.detail}")
+    if not s.state.recording:
+        return  # nothing is stopped: an open case resumes at the next start all the same
+    case = s.state.case
+    if case is not None:
+        s.record("stop-reason", {"case_id": case.case_id, "code": 0, "reason": event.detail, "officer": _officer(s),
+                                 "source": "system", "cause": event.cause})
+    _stop(s, f"system stop: {event.detail}")
 
 
 def _bookmark(s: _Step, note: str | None) -> None:

@@ -94,23 +94,18 @@ def resume(state: WorkflowState) -> tuple[WorkflowState, list[Effect]]:
     if case is None:
         return state, []
     stage = case.next_stage
-    if stage is None:
+    if stage is None and not case.missing():
         body = {**close_body(case, case.officer, early=False), "note": "last stage recorded before a restart"}
         closed = replace(state, case=None, selection=None)
         return closed, [RecordEffect("case-close", body), FeedbackEffect(Feedback.CASE_CLOSED)]
+    # Every stage marked but required ones not done: the close needs a reason (the close guard), which a
+    # restart cannot give, so the case stays open and the officer is asked again at the next stage press.
+    where: dict[str, Any] = {"next_stage": None} if stage is None else {
+        "next_stage": stage.name, "index": case.next_index + 1}
     effects: list[Effect] = [
-        RecordEffect(
-            "event",
-            {
-                "kind": "case-resumed",
-                "case_id": case.case_id,
-                "next_stage": stage.name,
-                "index": case.next_index + 1,
-                "officer": case.officer,
-            },
-        )
+        RecordEffect("event", {"kind": "case-resumed", "case_id": case.case_id, **where, "officer": case.officer})
     ]
-    if not state.recording and (case.procedure.continuous_recording or stage.needs_recording):
+    if not state.recording and (case.procedure.continuous_recording or (stage is not None and stage.needs_recording)):
         effects.append(RecordingEffect(on=True, reason="resumed after restart"))
         effects.append(FeedbackEffect(Feedback.RECORDING_ON))
         state = replace(state, recording=True)

@@ -90,12 +90,21 @@ class CaseState:
         return [s.name for s in self.procedure.stages if s.required and s.name not in self.done]
 
 
+STOPS_RECORDING = "recording"
+STOPS_CASE = "case"  # closing a case whose required stages are not all done (the close guard)
+
+
 @dataclass(frozen=True)
 class ReasonSelection:
-    """The stop guard's reason selection: ``selected`` is a 0-based index into the stop reasons."""
+    """The stop guard's reason selection: ``selected`` is a 0-based index into the stop reasons.
+
+    ``purpose`` says what the confirmed reason stops: the recording, or the case (closing it with required
+    stages not done, which is a stop in the middle of the procedure).
+    """
 
     deadline_us: int
     selected: int | None = None
+    purpose: str = STOPS_RECORDING
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,9 @@ class WorkflowState:
     officers: OfficerState = field(default_factory=OfficerState)
 
 
-def close_body(case: CaseState, officer: str, early: bool) -> dict[str, Any]:
-    """The body of a ``case-close`` record for ``case`` as it stands."""
-    return {
+def close_body(case: CaseState, officer: str, early: bool, reason: str | None = None) -> dict[str, Any]:
+    """The body of a ``case-close`` record for ``case`` as it stands; ``reason``: the signed close reason."""
+    body: dict[str, Any] = {
         "case_id": case.case_id,
         "officer": officer,
         "missing": case.missing(),
@@ -119,4 +128,7 @@ def close_body(case: CaseState, officer: str, early: bool) -> dict[str, Any]:
         "not_reached": [stage.name for stage in case.procedure.stages[case.next_index :]],
         "early": early,
     }
+    if reason is not None:
+        body["reason"] = reason
+    return body
 

@@ -154,7 +154,7 @@ def test_a_station_assignment_is_recorded_burnt_in_and_used_by_the_workflow(harn
         device.assign_station(station_assignment("B9999", T0 + 10, "a" * 32), STATION.public_key)
     with pytest.raises(RefusedError, match="is open"):
         device.assign_dock("C0001")
-    assert device.command(CloseCase())[0] is None
+    assert device.command(CloseCase("end of shift"))[0] is None
     bodies = {r.record.type: dict(r.record.body) for r in read_records(harness.store)}
     assert bodies["case-open"]["officer"] == "B5678" and bodies["case-close"]["officer"] == "B5678"
     assert len(harness.assignments()) == 1

@@ -85,7 +85,7 @@ def test_station_assignment_reaches_the_agent_and_comes_back_in_the_stations_cop
         assert station_assign(world, DEVICE, "C0002").returncode == 0
         wait_for(lambda: "kept pending" in world.uploader_log(config), 30, "the uploader to keep it pending")
         assert daemon.status()["officer"] == "B5678" and len(assigned(daemon.store)) == 1
-        assert daemon.ctl("close-case")[0] == 0
+        assert daemon.ctl("close-case", "--reason", "end of shift")[0] == 0
         wait_for(lambda: daemon.status()["officer"] == "C0002", 30, "the pending assignment after the case")
         opened = [dict(r.record.body) for r in read_records(daemon.store) if r.record.type == "case-open"]
         assert opened[-1]["officer"] == "B5678"

@@ -49,8 +49,8 @@ def test_the_protocol_refuses_a_file_past_its_largest() -> None:
 
 
 def test_staging_allowance_below_the_largest_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="limits.max_staging_bytes_per_device.*at least limits.max_file_bytes"):
+    with pytest.raises(ConfigError, match=r"limits\.max_staging_bytes_per_device.*at least limits\.max_file_bytes"):
         station_config(tmp_path / "data", limits={"max_file_bytes": 4 * 1024**2,
                                                   "max_staging_bytes_per_device": 2 * 1024**2})
-    with pytest.raises(ConfigError, match="limits.max_file_bytes"):
+    with pytest.raises(ConfigError, match=r"limits\.max_file_bytes"):
         station_config(tmp_path / "data", limits={"max_file_bytes": MAX_FILE_BYTES + 1})

@@ -166,9 +166,14 @@ def test_close_case_early_lists_the_required_stages_not_done(driver: Driver) -> 
     driver.press(S)
     driver.press(S, long=True)
     driver.press(R)  # a selection in progress ends with the case
-    effects = driver.send(CloseCase())
+    effects = driver.send(CloseCase("called to an emergency"))
     assert effects == [
         FeedbackEffect(Feedback.ACK),
+        RecordEffect(
+            "stop-reason",
+            {"case_id": CASE, "code": 0, "reason": "called to an emergency", "officer": OFFICER,
+             "source": "control", "stops": "case"},
+        ),
         RecordEffect(
             "case-close",
             {
@@ -178,6 +183,7 @@ def test_close_case_early_lists_the_required_stages_not_done(driver: Driver) -> 
                 "skipped": ["credentials-shown"],
                 "not_reached": ["party-informed", "inspection", "record-signed", "departure"],
                 "early": True,
+                "reason": "called to an emergency",
             },
         ),
         FeedbackEffect(Feedback.CASE_CLOSED),

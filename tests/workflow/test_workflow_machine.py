@@ -145,6 +145,9 @@ def test_held_stage_press_skips_a_stage_and_the_close_lists_required_skipped_sta
     assert records(effects)[0][1]["status"] == "skipped" and records(effects)[0][1]["stage"] == "credentials-shown"
     for _ in range(4):
         driver.press(S)
+    assert driver.records[-1][1]["kind"] == "stop-refused"  # a required stage skipped: the close guard asks
+    driver.press(S)
+    driver.press(R)
     close = driver.records[-1]
     assert close[0] == "case-close"
     assert close[1]["missing"] == ["credentials-shown"] and close[1]["skipped"] == ["credentials-shown"]
@@ -194,7 +197,7 @@ def test_a_procedure_recorded_throughout_switches_back_on_at_the_next_stage(driv
 
 def test_case_ids_count_up(driver: Driver) -> None:
     open_inspection(driver)
-    driver.send(CloseCase())
+    driver.send(CloseCase("called to an emergency"))
     driver.press(S, long=True)
     assert driver.state.case is not None and driver.state.case.case_id == f"{DEVICE}-00002"
 

@@ -83,6 +83,11 @@ def test_power_loss_mid_case_resumes_at_the_next_stage(driver: Driver) -> None:
     for _ in range(4):  # party-informed, inspection, record-signed, departure
         resumed.press(S)
     assert resumed.records[-2][1]["stage"] == "departure"
+    # credentials-shown was skipped: the close needs a reason (the close guard), chosen as a stop's is.
+    assert resumed.records[-1][1]["kind"] == "stop-refused" and resumed.records[-1][1]["stops"] == "case"
+    resumed.press(S)
+    resumed.press(R)
+    assert resumed.records[-2][0] == "stop-reason" and resumed.records[-2][1]["code"] == 1
     assert resumed.records[-1] == (
         "case-close",
         {
@@ -92,6 +97,7 @@ def test_power_loss_mid_case_resumes_at_the_next_stage(driver: Driver) -> None:
             "skipped": ["credentials-shown"],
             "not_reached": [],
             "early": False,
+            "reason": driver.config.stop_reasons[0],
         },
     )
 
@@ -109,7 +115,7 @@ def test_resume_leaves_the_camera_off_when_nothing_needs_it(config: WorkflowConf
 
 def test_resume_without_an_open_case_does_nothing(driver: Driver) -> None:
     driver.press(S, long=True)
-    driver.send(CloseCase())
+    driver.send(CloseCase("called away"))
     state = replay(driver.records, driver.config)
     assert state == WorkflowState(cases_opened=1)
     assert resume(state) == (state, [])
@@ -164,7 +170,7 @@ def test_a_case_whose_procedure_is_unknown_is_not_forgotten_silently(config: Wor
 
 def test_replay_ignores_other_cases_and_unrelated_records(driver: Driver) -> None:
     driver.press(S, long=True)
-    driver.send(CloseCase())
+    driver.send(CloseCase("called away"))
     driver.press(S, long=True)
     driver.press(S)
     noise = [
@@ -219,6 +225,7 @@ _EVENTS = st.one_of(
             Bookmark(),
             FlagRetention("complaint"),
             CloseCase(),
+            CloseCase("called away"),
             RecordingStopped("storage full"),
         ]
     ),
@@ -252,7 +259,15 @@ def test_nothing_stops_inside_a_case_without_a_signed_reason_and_replay_agrees(
         switches = [e.on for e in effects if isinstance(e, RecordingEffect)]
         if switches:
             assert state.recording == switches[-1]
-        assert state.selection is None or (state.case is not None and state.recording)
+        # A stop's selection needs the camera on; a close's (the close guard) needs only the case.
+        assert state.selection is None or (
+            state.case is not None and (state.recording or state.selection.purpose == "case")
+        )
+        for index, effect in enumerate(effects):  # never a close with required stages missing without a reason
+            if isinstance(effect, RecordEffect) and effect.record_type == "case-close" and effect.body["missing"]:
+                before_close = [e for e in effects[:index] if isinstance(e, RecordEffect)]
+                assert before_close and before_close[-1].record_type == "stop-reason", effects
+                assert before_close[-1].body["stops"] == "case"
         ledger.extend((e.record_type, dict(e.body)) for e in effects if isinstance(e, RecordEffect))
         rebuilt = replay(ledger, config)
         assert rebuilt.case == state.case and rebuilt.cases_opened == state.cases_opened
