@@ -7,6 +7,7 @@ file. An example with every key and its default is ``firmware_config/station.exa
     [broker]      the station's Mosquitto: host, port, TLS files, client id, session expiry, keepalive
     [limits]      max_message_bytes, max_pending_records
     [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
+    [overdue]     the station's own check: check_interval_seconds, device_unseen_working_days, max_case_open_hours
 
 Settings that must agree are checked together: the broker's TLS files are given all three or none. Every
 refusal reads ``FILE: key 'dotted.key': value VALUE: expected ...`` (firmware_config.toml_file.refusal).
@@ -47,6 +48,11 @@ _SCHEMA: Schema = {
         "holidays": (list, []),
         "timezone": (str, "UTC"),
     },
+    "overdue": {
+        "check_interval_seconds": (int, 300),
+        "device_unseen_working_days": (int, 5),
+        "max_case_open_hours": (int, 12),
+    },
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "broker.port": (1, 65535),
@@ -58,6 +64,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_message_bytes": (MAX_LINE_BYTES, 256 * MIB - 1),
     "limits.max_pending_records": (1, 10_000_000),
     "deadline.working_days": (1, 365),
+    "overdue.check_interval_seconds": (1, 86400),
+    "overdue.device_unseen_working_days": (1, 365),
+    "overdue.max_case_open_hours": (1, 8760),
 }
 
 
@@ -88,6 +97,16 @@ class DeadlineSettings:
 
 
 @dataclass(frozen=True)
+class OverdueSettings:
+    """The station's check for what has not arrived (art. 17) and for cases left open or closed incomplete:
+    run by ``serve`` every ``check_interval_seconds`` and by every ``status`` and ``problems``."""
+
+    check_interval_seconds: int = 300
+    device_unseen_working_days: int = 5  # working days (the [deadline] calendar) without a sync session
+    max_case_open_hours: int = 12
+
+
+@dataclass(frozen=True)
 class StationConfig:
     source: str
     station_id: str
@@ -97,6 +116,7 @@ class StationConfig:
     max_message_bytes: int
     max_pending_records: int
     deadline: DeadlineSettings
+    overdue: OverdueSettings = OverdueSettings()
 
     @property
     def index_path(self) -> Path:
@@ -143,6 +163,7 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
         max_message_bytes=limits["max_message_bytes"],
         max_pending_records=limits["max_pending_records"],
         deadline=_deadline(values["deadline"], source),
+        overdue=OverdueSettings(**values["overdue"]),
     )
 
 

@@ -29,8 +29,16 @@ STATION_FAULT = "station-fault"
 # A device's signed health report says "degraded" or "failed": one open problem per device and failing
 # check (its object), resolved by the first report in which that check passes.
 DEVICE_FAULT = "device-fault"
+# What the station's own check finds (sync/station/overdue.py), on a timer and at every status: each open
+# once per device and object, resolved when the condition clears (the file arrives, the device syncs, the
+# case closes).
+OVERDUE_FILE = "overdue-file"
+DEVICE_UNSEEN = "device-unseen"
+CASE_OPEN_TOO_LONG = "case-open-too-long"
+CASE_INCOMPLETE = "case-incomplete"
+CHECK_KINDS = (OVERDUE_FILE, DEVICE_UNSEEN, CASE_OPEN_TOO_LONG, CASE_INCOMPLETE)
 PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, MALFORMED, BAD_BYTES, LATE_UPLOAD,
-                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT)
+                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT, *CHECK_KINDS)
 
 # Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
 # moved into quarantine. Only the first two are footage with an upload deadline.

@@ -44,7 +44,7 @@ from sync.station.deadline import WorkingCalendar
 from sync.station.health import HealthIntake
 from sync.station.index import Index
 from sync.station.intake import RecordIntake
-from sync.station.model import REJECTED_MESSAGE, STATION_FAULT, UNKNOWN_DEVICE, DeviceRow, Outgoing
+from sync.station.model import DEVICE_UNSEEN, REJECTED_MESSAGE, STATION_FAULT, UNKNOWN_DEVICE, DeviceRow, Outgoing
 from sync.station.problems import ProblemLog, printable
 from sync.station.store import EvidenceStore
 from sync.station.transfer import FileTransfer, TransferResult
@@ -220,6 +220,8 @@ class Receiver:
         hello = Hello.decode(payload)
         self.index.open_session(device.id, hello.session, received_us, hello.t1_us, received_us)
         self._sessions[device.id] = hello.session
+        if self.index.resolve_check_problem(device.id, DEVICE_UNSEEN, None, received_us):
+            log.info("device %s: seen again (device-unseen resolved)", device.id)
         head = self.index.head(device.id)
         log.info("device %s session %s: hello; the station holds seq %d", device.id, hello.session, head.seq)
         reply = HelloReply(hello.session, hello.t1_us, received_us, self._now(), head.seq, head.link)
