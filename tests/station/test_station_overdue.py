@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FakeClock, seeded_key, stand_in_store
+from helpers import DeviceFile, FakeClock, seeded_key, stand_in_store, vouched_files
 from station_support import DeviceSide, Station
 
 from agent.evidence.ledger import Ledger
@@ -33,7 +33,7 @@ from sync.station.model import (
 )
 from sync.station.overdue import CaseFacts, DeviceFacts, Finding, missing_stages, overdue_findings, reconcile
 from sync.station.service import StationService
-from sync.station.watch import OverdueCheck, overdue_task
+from sync.station.watch import CheckResult, OverdueCheck, overdue_task
 
 DEVICE = "dev-0001"
 HOUR = 3600 * 1_000_000
@@ -270,9 +270,7 @@ def test_a_slow_clock_is_not_made_late(tmp_path: Path) -> None:
         station.close()
 
 
-def vouched(root: Path) -> list[Any]:
-    from helpers import vouched_files
-
+def vouched(root: Path) -> list[DeviceFile]:
     return vouched_files(root)
 
 
@@ -295,9 +293,15 @@ def test_serve_runs_the_check_on_its_timer(tmp_path: Path) -> None:
     records_only(station, root, "s1", FRIDAY + HOUR)
     check = OverdueCheck(station.config, station.index, station.store, load_profiles())
     runs: list[int] = []
+    run = check.run
+
+    def counted(now_us: int) -> CheckResult:
+        result = run(now_us)
+        runs.append(len(result.findings))
+        return result
+
+    check.run = counted  # type: ignore[method-assign]
     task = overdue_task(check, station.clock, station.config.overdue.check_interval_seconds)
-    action = task.action
-    task.action = lambda: runs.append(len(action().findings))  # type: ignore[attr-defined]
     service = StationService(station.config, station.receiver, QuietClient(), [task])  # type: ignore[arg-type]
     stop = threading.Event()
     seen: list[str] = []
@@ -343,3 +347,35 @@ def test_a_failing_check_is_logged_and_serving_goes_on(tmp_path: Path, caplog: p
     task.poll(159.0)  # not due yet
     task.poll(160.0)
     assert len(calls) == 2 and "overdue check failed; trying again in 60 s" in caplog.text
+
+
+def test_bodycam_station_serve_checks_at_start_and_records_once(tmp_path: Path, world: Any) -> None:
+    """The real ``serve`` with a real broker: a station whose device synced records in 2023 and then never
+    again finds, when it starts, the files that never came and the device that stopped syncing."""
+    import tomllib
+
+    from helpers import dump_toml, wait_for
+
+    config = tomllib.loads(world.config.read_text())
+    config["overdue"] = {"check_interval_seconds": 1}
+    world.config.write_text(dump_toml(config))
+    root = tmp_path / "device-a"
+    stand_in_store(root, seeded_key(1), "dev-a", 2, clock=FakeClock(wall_us=FRIDAY))
+    before = Station(world.data, clock=FakeClock(wall_us=FRIDAY + HOUR, step_us=1000))
+    before.enroll("dev-a", seeded_key(1))
+    side = DeviceSide(before, root, "dev-a", device_clock_us=FRIDAY + HOUR)
+    reply = side.hello()
+    side.records(side.lines()[reply.seq:])
+    before.close()
+    world.start_station()
+    try:
+        rows = wait_for(lambda: [r for r in world.query("SELECT kind, object, resolved_us FROM problems ORDER BY id")
+                                 if r[0] in (OVERDUE_FILE, DEVICE_UNSEEN)] if "overdue check: 3" in world.log_text()
+                        else None, 20, "the overdue check to run")
+        assert rows == [(OVERDUE_FILE, f.name, None) for f in vouched(root)] + [(DEVICE_UNSEEN, None, None)]
+        time.sleep(2.5)  # two more checks on the timer: still one problem each
+        assert [r[0] for r in world.query("SELECT kind FROM problems WHERE repeats = 1")] == [r[0] for r in rows]
+        assert world.stop_station() == 0
+    finally:
+        world.kill_station()
+    assert "Traceback" not in world.log_text()
