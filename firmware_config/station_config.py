@@ -8,6 +8,7 @@ file. An example with every key and its default is ``firmware_config/station.exa
     [limits]      what one device may make the station hold: message, file, staging, pending records, and
                   the free space kept for the station itself
     [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
+    [overdue]     the station's own check: check_interval_seconds, device_unseen_working_days, max_case_open_hours
 
 Settings that must agree are checked together: the broker's TLS files are given all three or none. Every
 refusal reads ``FILE: key 'dotted.key': value VALUE: expected ...`` (firmware_config.toml_file.refusal).
@@ -57,6 +58,11 @@ _SCHEMA: Schema = {
         "holidays": (list, []),
         "timezone": (str, "UTC"),
     },
+    "overdue": {
+        "check_interval_seconds": (int, 300),
+        "device_unseen_working_days": (int, 5),
+        "max_case_open_hours": (int, 12),
+    },
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "broker.port": (1, 65535),
@@ -72,6 +78,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_staging_bytes_per_device": (MIB, 2**50),
     "limits.min_free_bytes": (0, 2**50),
     "deadline.working_days": (1, 365),
+    "overdue.check_interval_seconds": (1, 86400),
+    "overdue.device_unseen_working_days": (1, 365),
+    "overdue.max_case_open_hours": (1, 8760),
 }
 
 
@@ -102,6 +111,16 @@ class DeadlineSettings:
 
 
 @dataclass(frozen=True)
+class OverdueSettings:
+    """The station's check for what has not arrived (art. 17) and for cases left open or closed incomplete:
+    run by ``serve`` every ``check_interval_seconds`` and by every ``status`` and ``problems``."""
+
+    check_interval_seconds: int = 300
+    device_unseen_working_days: int = 5  # working days (the [deadline] calendar) without a sync session
+    max_case_open_hours: int = 12
+
+
+@dataclass(frozen=True)
 class StationConfig:
     source: str
     station_id: str
@@ -115,6 +134,7 @@ class StationConfig:
     max_file_bytes: int = 8 * GIB
     max_staging_bytes_per_device: int = 16 * GIB
     min_free_bytes: int = GIB
+    overdue: OverdueSettings = OverdueSettings()
 
     @property
     def index_path(self) -> Path:
@@ -169,6 +189,7 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
         max_staging_bytes_per_device=limits["max_staging_bytes_per_device"],
         min_free_bytes=limits["min_free_bytes"],
         deadline=_deadline(values["deadline"], source),
+        overdue=OverdueSettings(**values["overdue"]),
     )
 
 

@@ -48,8 +48,9 @@ from firmware_config.station_config import StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
 from sync.station.index import SqliteIndex, technician_index
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
-from sync.station.report import device_statuses, enroll_device, render_problems, render_status
+from sync.station.report import check_dict, device_statuses, enroll_device, render_check, render_problems, render_status
 from sync.station.store import FilesystemEvidenceStore
+from sync.station.watch import CheckResult, OverdueCheck, overdue_task
 
 PROG = "bodycam-station"
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -75,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--replace", action="store_true", help="replace a different key already enrolled")
     key = command("show-key", "print the station's acknowledgement public key (created if missing)")
     key.add_argument("--hex", action="store_true", help="64 hex digits instead of PEM")
-    status = command("status", "per device: key, last health, last sync, records, files, backlog, open problems")
+    status = command("status", "per device: key, last health, last sync, records, files, backlog, open problems "
+                     "(runs the overdue check first)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    problems = command("problems", "list the problems found, oldest first")
+    problems = command("problems", "list the problems found, oldest first (runs the overdue check first)")
     problems.add_argument("--device", type=device_id_arg, help="only this device's")
     problems.add_argument("--json", action="store_true", help="machine-readable output")
     timeline = command("timeline", "the verified case timeline of a device, from the station's ledger copy")
@@ -132,6 +134,8 @@ def _serve(config: StationConfig) -> int:
     index = SqliteIndex(config.index_path)
     try:
         receiver = Receiver(config, store, index, load_or_create_device_key(config.key), SystemClock())
+        overdue = overdue_task(OverdueCheck(config, index, store, load_profiles()), receiver.clock,
+                               config.overdue.check_interval_seconds)
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -140,7 +144,7 @@ def _serve(config: StationConfig) -> int:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
-        return StationService(config, receiver, client).run(stop)
+        return StationService(config, receiver, client, [overdue]).run(stop)
     finally:
         index.close()
         store.close()
@@ -164,6 +168,7 @@ def _show_key(config: StationConfig, args: argparse.Namespace) -> int:
 def _status(config: StationConfig, args: argparse.Namespace) -> int:
     index = _open_index(config)
     try:
+        check = _check_now(config, index)
         statuses = device_statuses(index, SystemClock().now().wall_us)
         enrolled = {s.device.id for s in statuses}
         stray = [p for p in index.problems() if p.resolved_us is None and p.device not in enrolled]
@@ -172,9 +177,11 @@ def _status(config: StationConfig, args: argparse.Namespace) -> int:
     fingerprint = load_device_key(config.key).fingerprint if config.key.exists() else None
     if args.json:
         print(json.dumps({"station": config.station_id, "key_fingerprint": fingerprint,
+                          "overdue_check": check_dict(check, config.overdue, config.deadline.working_days),
                           "devices": [s.to_dict() for s in statuses], "other_open_problems": len(stray)}, indent=2))
     else:
         print(render_status(config.station_id, fingerprint, statuses, len(stray)))
+        print(render_check(check, config.overdue, config.deadline.working_days))
     # Exit 1 on open problems or a degraded/failed health report; a stale report alone does not (see
     # sync.station.report.STALE_AFTER_US).
     return EXIT_PROBLEMS if stray or any(s.faulty for s in statuses) else EXIT_OK
@@ -183,6 +190,7 @@ def _status(config: StationConfig, args: argparse.Namespace) -> int:
 def _problems(config: StationConfig, args: argparse.Namespace) -> int:
     index = _open_index(config)
     try:
+        _check_now(config, index)
         problems = index.problems(args.device)
     finally:
         index.close()
@@ -191,6 +199,12 @@ def _problems(config: StationConfig, args: argparse.Namespace) -> int:
     else:
         print(render_problems(problems))
     return EXIT_PROBLEMS if any(p.resolved_us is None for p in problems) else EXIT_OK
+
+
+def _check_now(config: StationConfig, index: SqliteIndex) -> CheckResult:
+    """The overdue check, as serve runs it on its timer: a station without a receiver running still reports."""
+    store = FilesystemEvidenceStore(config.data)
+    return OverdueCheck(config, index, store, load_profiles()).run(SystemClock().now().wall_us)
 
 
 def _timeline(config: StationConfig, args: argparse.Namespace) -> int:

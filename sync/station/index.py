@@ -22,6 +22,7 @@ from agent.evidence.encoding import GENESIS_PREV
 from agent.evidence.fsutil import display_path
 from sync.station.model import (
     DEVICE_FAULT,
+    FOOTAGE_TYPES,
     GAP,
     AssignmentRow,
     CaseUpdate,
@@ -137,6 +138,13 @@ class Index(Protocol):
     # officer assignments
     def add_assignment(self, row: AssignmentRow, line: str) -> None: ...
     def latest_assignments(self) -> dict[str, AssignmentRow]: ...
+
+    # the overdue check (sync/station/overdue.py)
+    def footage_waiting(self, device: str) -> list[tuple[Claim, int]]: ...
+    def clock_offsets(self, device: str) -> list[tuple[int, int]]: ...
+    def open_check_problem(self, device: str, kind: str, seq: int | None, obj: str | None, reason: str,
+                           at_us: int) -> bool: ...
+    def resolve_check_problem(self, device: str, kind: str, obj: str | None, at_us: int) -> int: ...
 
 
 class SqliteIndex:
@@ -459,6 +467,44 @@ class SqliteIndex:
         """The newest assignment published per device; empty when none was ever published."""
         rows = self._db.execute("SELECT device, officer, issued_us, serial FROM assignments ORDER BY issued_us")
         return {r[0]: AssignmentRow(r[0], r[1], r[2], r[3]) for r in rows}
+
+    # --- the overdue check ------------------------------------------------------------------------------------
+
+    def footage_waiting(self, device: str) -> list[tuple[Claim, int]]:
+        """Footage claims whose file is not stored, in record order, each with when its record was stored."""
+        marks = ", ".join("?" * len(FOOTAGE_TYPES))
+        rows = self._db.execute(
+            "SELECT c.device, c.name, c.sha256, c.size, c.seq, c.type, c.wall_us, r.stored_us FROM claims c "
+            "JOIN records r ON r.device = c.device AND r.seq = c.seq "
+            "LEFT JOIN files f ON f.device = c.device AND f.name = c.name "
+            f"WHERE c.device=? AND f.name IS NULL AND c.type IN ({marks}) ORDER BY c.seq", (device, *FOOTAGE_TYPES))
+        return [(Claim(*r[:7]), r[7]) for r in rows]
+
+    def clock_offsets(self, device: str) -> list[tuple[int, int]]:
+        """``(started_us, offset_us)`` of the device's sessions that measured the clock, in start order."""
+        rows = self._db.execute("SELECT started_us, offset_us FROM sessions WHERE device=? AND offset_us IS NOT NULL "
+                                "ORDER BY started_us, rowid", (device,))
+        return [(r[0], r[1]) for r in rows]
+
+    def open_check_problem(self, device: str, kind: str, seq: int | None, obj: str | None, reason: str,
+                           at_us: int) -> bool:
+        """One open problem per device, kind and object: found again, it only says when it was last seen
+        (``last_us``; not a repeat) and takes the newest reason. True when a new problem was opened."""
+        with self._write() as db:
+            found = db.execute("SELECT id FROM problems WHERE device=? AND kind=? AND object IS ? "
+                               "AND resolved_us IS NULL", (device, kind, obj)).fetchone()
+            if found is not None:
+                db.execute("UPDATE problems SET last_us=?, reason=?, seq=? WHERE id=?", (at_us, reason, seq, found[0]))
+                return False
+            db.execute("INSERT INTO problems (device, seq, object, kind, reason, topic, at_us, last_us) "
+                       "VALUES (?, ?, ?, ?, ?, NULL, ?, ?)", (device, seq, obj, kind, reason, at_us, at_us))
+            return True
+
+    def resolve_check_problem(self, device: str, kind: str, obj: str | None, at_us: int) -> int:
+        """Resolve the open problem of this device, kind and object (the condition cleared); how many."""
+        cursor = self._db.execute("UPDATE problems SET resolved_us=? WHERE device=? AND kind=? AND object IS ? "
+                                  "AND resolved_us IS NULL", (at_us, device, kind, obj))
+        return cursor.rowcount
 
 
 @contextmanager

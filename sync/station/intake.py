@@ -25,10 +25,11 @@ from agent.evidence.clock import Clock
 from agent.evidence.keys import public_key_from_hex, verify_signature
 from agent.evidence.record import SignedRecord, parse_line
 from agent.evidence.verify import ChainVerifier, Report
-from sync.station.deadline import WorkingCalendar
+from sync.station.deadline import WorkingCalendar, recording_time
 from sync.station.index import Index
 from sync.station.model import (
     BAD_SIGNATURE,
+    CASE_OPEN_TOO_LONG,
     CLAIM_TYPES,
     FOOTAGE_TYPES,
     FORK,
@@ -44,6 +45,7 @@ from sync.station.model import (
     DeviceRow,
     RecordRow,
 )
+from sync.station.overdue import case_object
 from sync.station.problems import ProblemLog
 from sync.station.store import EvidenceStore
 
@@ -296,6 +298,7 @@ class RecordIntake:
             raise StoreError(f"device {device}: ledger copy was {offset} bytes before the append, the index "
                                f"says {ledger_bytes}")
         now = self._clock.now().wall_us
+        offsets = self._index.clock_offsets(device)
         rows, claims, cases = [], [], []
         for raw, signed in batch.lines:
             record, body = signed.record, signed.record.body
@@ -311,9 +314,14 @@ class RecordIntake:
                     result.oversized.append((signed.seq, str(body["file"]), size))
             if record.type in CASE_TYPES and isinstance(case_id, str):
                 cases.append(CaseUpdate(device, case_id, signed.seq, record.type, dict(body)))
-            if record.type in FOOTAGE_TYPES and self._calendar.is_late(record.wall_us, now):
-                result.late.append((signed.seq, str(body["file"]), late_reason(self._calendar, record.wall_us)))
+            if record.type in FOOTAGE_TYPES:
+                recorded = recording_time(record.wall_us, offsets, now)
+                if self._calendar.is_late(recorded, now):
+                    result.late.append((signed.seq, str(body["file"]), late_reason(self._calendar, recorded)))
         self._index.add_records(rows, claims, cases)
+        for case in cases:
+            if case.type == "case-close":  # the case is no longer open, too long or not
+                self._index.resolve_check_problem(device, CASE_OPEN_TOO_LONG, case_object(case.case_id), now)
         result.stored = len(rows)
         self._index.resolve_gaps(device, batch.seq, now)
         pending = self._pending.get(device, {})
@@ -352,5 +360,6 @@ def oversized_reason(file: str, size: int, limit: int) -> str:
 
 
 def late_reason(calendar: WorkingCalendar, recorded_us: int) -> str:
-    """The same words whether the record or the file arrives late, so one late recording is one problem."""
+    """The same words whether the record or the file arrives late, so one late recording is one problem.
+    ``recorded_us``: from :func:`sync.station.deadline.recording_time`."""
     return f"uploaded late: {calendar.describe(recorded_us)}"

@@ -41,9 +41,17 @@ STORAGE_LOW = "storage-low"
 # At a hello, the device's ledger ends below what the station holds, on the same chain: it was cut back
 # (a restored image, a replaced card). Named with both heads; what the station holds stays.
 ROLLBACK = "rollback"
+# What the station's own check finds (sync/station/overdue.py), on a timer and at every status: each open
+# once per device and object, resolved when the condition clears (the file arrives, the device syncs, the
+# case closes).
+OVERDUE_FILE = "overdue-file"
+DEVICE_UNSEEN = "device-unseen"
+CASE_OPEN_TOO_LONG = "case-open-too-long"
+CASE_INCOMPLETE = "case-incomplete"
+CHECK_KINDS = (OVERDUE_FILE, DEVICE_UNSEEN, CASE_OPEN_TOO_LONG, CASE_INCOMPLETE)
 PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, MALFORMED, BAD_BYTES, LATE_UPLOAD,
                  REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT, OVERSIZED_FILE, POISON_MESSAGE,
-                 STORAGE_LOW, ROLLBACK)
+                 STORAGE_LOW, ROLLBACK, *CHECK_KINDS)
 
 # Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
 # moved into quarantine. Only the first two are footage with an upload deadline.

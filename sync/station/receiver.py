@@ -51,6 +51,7 @@ from sync.station.health import HealthIntake
 from sync.station.index import Index
 from sync.station.intake import IntakeLimits, RecordIntake
 from sync.station.model import (
+    DEVICE_UNSEEN,
     FORK,
     POISON_MESSAGE,
     REJECTED_MESSAGE,
@@ -320,6 +321,8 @@ class Receiver:
         hello = Hello.decode(payload)
         self.index.open_session(device.id, hello.session, received_us, hello.t1_us, received_us)
         self._sessions[device.id] = hello.session
+        if self.index.resolve_check_problem(device.id, DEVICE_UNSEEN, None, received_us):
+            log.info("device %s: seen again (device-unseen resolved)", device.id)
         head = self.index.head(device.id)
         log.info("device %s session %s: hello; the station holds seq %d", device.id, hello.session, head.seq)
         if hello.head_seq is not None and hello.head_link is not None:

@@ -14,9 +14,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import UsageError
 from agent.evidence.keys import fingerprint, public_key_raw
 from agent.timeline import utc
+from firmware_config.station_config import OverdueSettings
 from sync.station.index import Index
-from sync.station.model import FORK, GAP, ROLLBACK, DeviceRow, HealthRow, ProblemRow
+from sync.station.model import CHECK_KINDS, FORK, GAP, ROLLBACK, DeviceRow, HealthRow, ProblemRow
 from sync.station.problems import printable
+from sync.station.watch import CheckResult
+
+# At most this many of a device's open overdue findings are listed by ``status`` (all: ``problems``).
+SHOWN_FINDINGS = 10
 
 
 def enroll_device(index: Index, device: str, public_key: Ed25519PublicKey, now_us: int, replace: bool) -> str:
@@ -82,6 +87,8 @@ class DeviceStatus:
     assigned_officer: tuple[str, int] | None = None
     # Open rollback and fork problems, word for word: the device and the station disagree on evidence.
     custody_alerts: tuple[str, ...] = ()
+    # The device's open findings of the overdue check (sync/station/overdue.py), as "kind: object: reason".
+    overdue: tuple[str, ...] = ()
 
     @property
     def faulty(self) -> bool:
@@ -97,6 +104,7 @@ class DeviceStatus:
             "last_session": self.last_session, "health": None if self.health is None else self.health.to_dict(),
             "open_problems": self.open_problems, "open_problem_kinds": self.problem_kinds, "holes": self.holes,
             "custody_alerts": list(self.custody_alerts),
+            "overdue": list(self.overdue),
             "assigned_officer": None if self.assigned_officer is None else {
                 "officer": self.assigned_officer[0], "issued_us": self.assigned_officer[1],
                 "issued_utc": utc(self.assigned_officer[1])},
@@ -129,6 +137,8 @@ def device_statuses(index: Index, now_us: int) -> list[DeviceStatus]:
             health=health_view(index.health(device.id), now_us),
             assigned_officer=None if device.id not in assigned else (
                 assigned[device.id].officer, assigned[device.id].issued_us),
+            overdue=tuple(": ".join([p.kind, *([p.object] if p.object else []), p.reason])
+                          for p in mine if p.kind in CHECK_KINDS),
         ))
     return statuses
 
@@ -194,9 +204,27 @@ def render_status(station_id: str, key_fingerprint: str | None, statuses: list[D
         lines.append(f"  open problems {status.open_problems}" + (f" ({kinds})" if kinds else "")
                      + (f", holes: {'; '.join(status.holes)}" if status.holes else ""))
         lines.extend(f"  CUSTODY: {printable(alert)}" for alert in status.custody_alerts)
+        lines.extend(f"  {printable(text)}" for text in status.overdue[:SHOWN_FINDINGS])
+        if len(status.overdue) > SHOWN_FINDINGS:
+            lines.append(f"  ... and {len(status.overdue) - SHOWN_FINDINGS} more overdue (see problems)")
     if stray_problems:
         lines.append(f"{stray_problems} open problem(s) about messages from no enrolled device (see problems)")
     return "\n".join(lines)
+
+
+def check_dict(check: CheckResult, settings: OverdueSettings, working_days: int) -> dict[str, Any]:
+    return {"at_us": check.at_us, "at_utc": utc(check.at_us), "findings": len(check.findings),
+            "opened": len(check.opened), "resolved": len(check.resolved),
+            "upload_working_days": working_days, "device_unseen_working_days": settings.device_unseen_working_days,
+            "max_case_open_hours": settings.max_case_open_hours,
+            "check_interval_seconds": settings.check_interval_seconds}
+
+
+def render_check(check: CheckResult, settings: OverdueSettings, working_days: int) -> str:
+    """``overdue check at ...: 2 finding(s) (...)``: what was checked, with the configured limits."""
+    return (f"overdue check at {utc(check.at_us)}: {len(check.findings)} finding(s) (files due within {working_days} "
+            f"working days, devices syncing within {settings.device_unseen_working_days} working days, cases open "
+            f"at most {settings.max_case_open_hours} h and closed with their required stages)")
 
 
 def render_problems(problems: list[ProblemRow]) -> str:

@@ -14,6 +14,8 @@ import logging
 import queue
 import ssl
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.errors import ConfigError
 from firmware_config.station_config import StationConfig, require_broker_tls
 from sync.protocol import up_subscription
+from sync.station.periodic import Periodic
 from sync.station.receiver import Receiver
 
 log = logging.getLogger(__name__)
@@ -79,9 +82,11 @@ def connect_properties(config: StationConfig) -> Properties:
 
 
 class StationService:
-    def __init__(self, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None) -> None:
+    def __init__(self, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None,
+                 periodic: Sequence[Periodic] = ()) -> None:
         self.config = config
         self.receiver = receiver
+        self.periodic = list(periodic)  # run between batches, on this (the worker's) thread
         self.client = client if client is not None else make_client(config)
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self.connected = threading.Event()
@@ -175,6 +180,8 @@ class StationService:
                  broker.client_id)
         try:
             while not stop.is_set():
+                for task in self.periodic:
+                    task.poll(time.monotonic())
                 try:
                     item = self.inbox.get(timeout=POLL_S)
                 except queue.Empty:

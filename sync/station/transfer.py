@@ -23,10 +23,10 @@ from agent.errors import ProtocolError
 from agent.evidence.ack import AckedFile
 from agent.evidence.clock import Clock
 from sync.protocol import ChunkHeader, FileOffer, FileStatus
-from sync.station.deadline import WorkingCalendar
+from sync.station.deadline import WorkingCalendar, recording_time
 from sync.station.index import Index
 from sync.station.intake import late_reason, oversized_reason
-from sync.station.model import BAD_BYTES, FOOTAGE_TYPES, LATE_UPLOAD, STORAGE_LOW, Claim, FileRow
+from sync.station.model import BAD_BYTES, FOOTAGE_TYPES, LATE_UPLOAD, OVERDUE_FILE, STORAGE_LOW, Claim, FileRow
 from sync.station.problems import ProblemLog
 from sync.station.store import EvidenceStore
 
@@ -197,8 +197,16 @@ class FileTransfer:
         self._index.count(claim.device, session, "files_stored")
         log.info("device %s seq %d: %s stored (%d bytes, sha256 %s)", claim.device, claim.seq, claim.name,
                  claim.size, claim.sha256)
-        if claim.type in FOOTAGE_TYPES and self._calendar.is_late(claim.wall_us, now):
-            self._problems.report(LATE_UPLOAD, claim.device, late_reason(self._calendar, claim.wall_us),
+        if self._index.resolve_check_problem(claim.device, OVERDUE_FILE, claim.name, now):
+            log.info("device %s seq %d: %s: no longer overdue", claim.device, claim.seq, claim.name)
+        if claim.type not in FOOTAGE_TYPES:
+            return
+        # Judged as when its record arrived (same offset, same day), so a late recording is one problem.
+        record = self._index.record(claim.device, claim.seq)
+        recorded = recording_time(claim.wall_us, self._index.clock_offsets(claim.device),
+                                  now if record is None else record.stored_us)
+        if self._calendar.is_late(recorded, now):
+            self._problems.report(LATE_UPLOAD, claim.device, late_reason(self._calendar, recorded),
                                   seq=claim.seq, obj=claim.name)
 
     @staticmethod

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
-from helpers import FakeClock, seeded_key
+from helpers import FakeClock, seeded_key, stand_in_store
 from station_support import DeviceSide, Station, StoreFactory
 
 from agent.evidence.keys import DeviceKey, load_device_key, public_key_pem
@@ -17,6 +18,29 @@ from sync.protocol import Done
 from sync.station.cli import main
 
 DEVICE = "dev-0001"
+
+
+def recent_us() -> int:
+    """An hour ago: status and problems run the overdue check on the system clock, so a device that synced
+    in these tests must have synced recently (or it is rightly reported as unseen)."""
+    return time.time_ns() // 1000 - 3600 * 1_000_000
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> StoreFactory:
+    """tests/conftest.py's make_store, recorded an hour ago instead of in 2023."""
+    base = recent_us()
+
+    def factory(seed: int = 1, device_id: str = DEVICE, seconds: int = 5) -> tuple[Path, DeviceKey]:
+        store, key = tmp_path / f"store-{device_id}", seeded_key(seed)
+        stand_in_store(store, key, device_id, seconds, clock=FakeClock(wall_us=base))
+        return store, key
+
+    return factory
+
+
+def recent_station(data: Path) -> Station:
+    return Station(data, clock=FakeClock(wall_us=recent_us(), step_us=1000))
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -118,10 +142,11 @@ def test_config_errors_exit_2_in_one_line(capsys: pytest.CaptureFixture[str], tm
 def synced_station(tmp_path: Path, make_store: StoreFactory) -> tuple[Path, DeviceSide]:
     """A config file whose data folder holds dev-0001 fully synced (made in-process, then closed)."""
     config = write_config(tmp_path)
-    station = Station(tmp_path / "data")
+    station = recent_station(tmp_path / "data")
+    started = station.clock.wall_us
     root, key = make_store()
     station.enroll(DEVICE, key)
-    side = DeviceSide(station, root, DEVICE)
+    side = DeviceSide(station, root, DEVICE, device_clock_us=started)
     side.sync()
     station.close()
     return config, side
@@ -160,10 +185,11 @@ def test_bodycam_verify_checks_the_station_copy(capsys: pytest.CaptureFixture[st
 def test_problems_list_and_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                   make_store: StoreFactory) -> None:
     config = write_config(tmp_path)
-    station = Station(tmp_path / "data")
+    station = recent_station(tmp_path / "data")
+    started = station.clock.wall_us
     root, key = make_store()
     station.enroll(DEVICE, key)
-    side = DeviceSide(station, root, DEVICE)
+    side = DeviceSide(station, root, DEVICE, device_clock_us=started)
     side.hello()
     side.records(side.lines()[:2])
     station.send(DEVICE, "done", Done("s1", 9, "0" * 64).encode())

@@ -14,6 +14,7 @@ from agent.errors import ConfigError
 from firmware_config.station_config import (
     BrokerSettings,
     DeadlineSettings,
+    OverdueSettings,
     load_station_config,
     parse_station_config,
     require_broker_tls,
@@ -51,7 +52,7 @@ def test_defaults() -> None:
 
 def test_the_example_documents_every_key_with_its_default() -> None:
     config = load_station_config(EXAMPLE)
-    assert (config.broker, config.deadline) == (BrokerSettings(), DeadlineSettings())
+    assert (config.broker, config.deadline, config.overdue) == (BrokerSettings(), DeadlineSettings(), OverdueSettings())
     assert (config.max_message_bytes, config.max_pending_records) == (4 * 1024 * 1024, 10_000)
     from firmware_config.station_config import _SCHEMA
 
@@ -71,7 +72,9 @@ def test_every_value_set() -> None:
         deadline={"working_days": 3, "weekend": ["Friday", "saturday"], "holidays": ["2024-12-25",
                                                                                    datetime.date(2024, 12, 26)],
                   "timezone": "Europe/Amsterdam"},
+        overdue={"check_interval_seconds": 5, "device_unseen_working_days": 3, "max_case_open_hours": 48},
     )
+    assert config.overdue == OverdueSettings(5, 3, 48)
     assert require_broker_tls(config) == (Path("/ca.pem"), Path("/c.pem"), Path("/k.pem"))
     assert config.deadline == DeadlineSettings(
         3, frozenset({4, 5}), frozenset({datetime.date(2024, 12, 25), datetime.date(2024, 12, 26)}),
@@ -102,6 +105,14 @@ def test_every_value_set() -> None:
     ({"deadline": {"timezone": "Mars/Olympus"}},
      'st.toml: key \'deadline.timezone\': value "Mars/Olympus": expected an IANA'),
     ({"deadline": {"timezone": "../etc/passwd"}}, "st.toml: key 'deadline.timezone'"),
+    ({"overdue": {"check_interval_seconds": 0}},
+     "st.toml: key 'overdue.check_interval_seconds': value 0: expected 1..86400"),
+    ({"overdue": {"device_unseen_working_days": 366}},
+     "st.toml: key 'overdue.device_unseen_working_days': value 366: expected 1..365"),
+    ({"overdue": {"max_case_open_hours": 0}}, "st.toml: key 'overdue.max_case_open_hours': value 0: expected 1..8760"),
+    ({"overdue": {"max_case_open_hours": 1.5}}, "st.toml: key 'overdue.max_case_open_hours': value 1.5: expected an "
+     "integer"),
+    ({"overdue": {"unseen_days": 3}}, "st.toml: key 'overdue.unseen_days': unknown key"),
     ({"station": {"id": "has space"}}, 'st.toml: key \'station.id\': value "has space": expected a name'),
     ({"broker": {"ca": "/ca.pem"}},
      "st.toml: key 'broker.cert': value \"\": expected a file path: broker.ca, broker.cert "

@@ -98,7 +98,8 @@ def late_station(tmp_path: Path, stored_at: int) -> tuple[Station, DeviceSide]:
     stand_in_store(root, key, "dev-0001", 2, clock=FakeClock(wall_us=FRIDAY_NOON))
     station = Station(tmp_path / "data", clock=FakeClock(wall_us=stored_at, step_us=1000))
     station.enroll("dev-0001", key)
-    return station, DeviceSide(station, root, "dev-0001")
+    # The device's clock is right: at its hello it reads what the station's reads.
+    return station, DeviceSide(station, root, "dev-0001", device_clock_us=stored_at)
 
 
 def test_segments_uploaded_after_the_weekend_and_two_working_days_are_late(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ opened once per failing check and resolved by a later passing report; ``status``
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import seeded_key
+from helpers import FakeClock, seeded_key
 from station_support import DeviceSide, Station, StoreFactory
 
 from agent.evidence.keys import DeviceKey
@@ -180,11 +181,16 @@ def test_status_shows_health_last_sync_backlog_and_problems(tmp_path: Path, make
     assert health["checks"] == [{"name": "frame-rate", "ok": False, "detail": "11.5 fps"}]
     assert device["backlog"] == {"files": 5, "bytes": 327680}
     assert device["last_session"]["records"] == 9 and device["last_session"]["ended_us"] is None
-    assert (device["open_problems"], device["open_problem_kinds"]) == (1, {"device-fault": 1})
+    # The status run also checked what is overdue: years later, the five files never came and the device
+    # never synced again.
+    assert (device["open_problems"], device["open_problem_kinds"]) == (
+        7, {"device-fault": 1, "device-unseen": 1, "overdue-file": 5})
+    assert device["overdue"][0].startswith("overdue-file: segments/000001.bin: not received: recorded 2023-11-14")
 
 
 def test_status_exit_code_ok_health_and_stale_health(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    station = Station(tmp_path / "data")
+    # Enrolled just now (enrolled in 2023 and never synced, it would rightly be reported as unseen).
+    station = Station(tmp_path / "data", clock=FakeClock(wall_us=time.time_ns() // 1000))
     key = seeded_key(1)
     station.enroll(DEVICE, key)
     send(station, OK, key)
