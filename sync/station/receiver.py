@@ -71,6 +71,7 @@ class Receiver:
         self._fault_points: list[str] = []
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
         self._sessions: dict[str, str] = {}
+        self._ack_log: dict[str, list[bytes]] = {}  # device -> ack lines signed in this batch, logged at its end
         self._reconcile()
 
     def _now(self) -> int:
@@ -108,6 +109,7 @@ class Receiver:
         out: list[Outgoing] = []
         self._fault_points = []
         self._acks_due = {}
+        self._ack_log = {}
         try:
             with self.index.batch():
                 for topic, payload, received_us in messages:
@@ -136,6 +138,8 @@ class Receiver:
                 self.fault = printable(f"{type(exc).__name__}: {exc}")
                 log.exception("station fault while committing; nothing more is stored or acknowledged until a "
                               "restart")
+        if self.fault is None:
+            self._log_acks()
         if self.fault is not None:
             self._record_fault(messages[-1][0] if messages else "")
             return []
@@ -286,8 +290,22 @@ class Receiver:
         for part in parts:
             ack = Ack(self.config.station_id, self.ack_key.fingerprint, device, self.session_of(device), head.seq,
                       head.link, tuple(part), self._now())
-            out.append(Outgoing(down_topic(device, "ack"), sign_ack(ack, self.ack_key).to_line()))
+            line = sign_ack(ack, self.ack_key).to_line()
+            if head.seq or part:
+                self._ack_log.setdefault(device, []).append(line)
+            out.append(Outgoing(down_topic(device, "ack"), line))
         return out
+
+    def _log_acks(self) -> None:
+        """Keep every ack of the batch in its device's copy (station-acks.jsonl), after the commit that made
+        what it states true and before it is sent: the copy then proves what the station acknowledged."""
+        try:
+            for device, lines in self._ack_log.items():
+                self.store.append_acks(device, lines)
+        except Exception as exc:
+            self.fault = printable(f"{type(exc).__name__}: {exc}")
+            log.exception("station fault while logging acknowledgements; none of them is sent")
+        self._ack_log = {}
 
 
 class _BatchAbandoned(Exception):
