@@ -7,6 +7,7 @@ file. An example with every key and its default is ``firmware_config/station.exa
     [broker]      the station's Mosquitto: host, port, TLS files, client id, session expiry, keepalive
     [limits]      max_message_bytes, max_pending_records
     [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
+    [scrub]       the re-check of stored evidence in serve: interval_seconds, slice_mib
 
 Settings that must agree are checked together: the broker's TLS files are given all three or none. Every
 refusal reads ``FILE: key 'dotted.key': value VALUE: expected ...`` (firmware_config.toml_file.refusal).
@@ -47,6 +48,7 @@ _SCHEMA: Schema = {
         "holidays": (list, []),
         "timezone": (str, "UTC"),
     },
+    "scrub": {"interval_seconds": (int, 86400), "slice_mib": (int, 8)},
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "broker.port": (1, 65535),
@@ -58,6 +60,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_message_bytes": (MAX_LINE_BYTES, 256 * MIB - 1),
     "limits.max_pending_records": (1, 10_000_000),
     "deadline.working_days": (1, 365),
+    "scrub.interval_seconds": (1, 366 * 86400),
+    "scrub.slice_mib": (1, 1024),
 }
 
 
@@ -88,6 +92,15 @@ class DeadlineSettings:
 
 
 @dataclass(frozen=True)
+class ScrubSettings:
+    """``serve`` re-checks every stored object and ledger copy every ``interval_seconds`` (the first pass at
+    start-up), hashing at most ``slice_mib`` between two batches of messages (sync/station/scrub.py)."""
+
+    interval_seconds: int = 86400
+    slice_mib: int = 8
+
+
+@dataclass(frozen=True)
 class StationConfig:
     source: str
     station_id: str
@@ -97,6 +110,7 @@ class StationConfig:
     max_message_bytes: int
     max_pending_records: int
     deadline: DeadlineSettings
+    scrub: ScrubSettings = ScrubSettings()
 
     @property
     def index_path(self) -> Path:
@@ -143,6 +157,7 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
         max_message_bytes=limits["max_message_bytes"],
         max_pending_records=limits["max_pending_records"],
         deadline=_deadline(values["deadline"], source),
+        scrub=ScrubSettings(values["scrub"]["interval_seconds"], values["scrub"]["slice_mib"]),
     )
 
 

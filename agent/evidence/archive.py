@@ -110,10 +110,9 @@ def _check_ack_log(chain: ChainVerifier, data: bytes, station_key: Ed25519Public
     if torn:
         chain.note("incomplete last line (a crash while the station wrote it: that ack was never sent)",
                    obj=f"{STATION_ACKS_FILE} line {len(lines) + 1}")
-    checked = "signature verified with the station key" if station_key is not None else (
+    checked = "signatures verified with the station key" if station_key is not None else (
         "consistent with this ledger, signatures not checked (pass --station-key to check them)")
-    chain.note(f"{len(lines)} station acknowledgement(s), up to seq {highest}: {checked}", obj=STATION_ACKS_FILE,
-               routine=station_key is not None)
+    chain.note(f"{len(lines)} station acknowledgement(s), up to seq {highest}: {checked}", obj=STATION_ACKS_FILE)
 
 
 def _check_ack_against_chain(chain: ChainVerifier, signed: SignedAck, where: str) -> None:

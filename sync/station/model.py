@@ -29,8 +29,12 @@ STATION_FAULT = "station-fault"
 # A device's signed health report says "degraded" or "failed": one open problem per device and failing
 # check (its object), resolved by the first report in which that check passes.
 DEVICE_FAULT = "device-fault"
+# Found by the scrub (sync/station/scrub.py) in evidence the station had stored: a file or ledger line gone
+# from the store, or its bytes no longer those stored.
+MISSING_EVIDENCE = "missing-evidence"
+ALTERED_EVIDENCE = "altered-evidence"
 PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, MALFORMED, BAD_BYTES, LATE_UPLOAD,
-                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT)
+                 REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT, MISSING_EVIDENCE, ALTERED_EVIDENCE)
 
 # Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
 # moved into quarantine. Only the first two are footage with an upload deadline.

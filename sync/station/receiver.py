@@ -40,6 +40,7 @@ from sync.protocol import (
     parse_topic,
     split_lines,
 )
+from sync.station.ack_log import AckLog
 from sync.station.deadline import WorkingCalendar
 from sync.station.health import HealthIntake
 from sync.station.index import Index
@@ -71,7 +72,7 @@ class Receiver:
         self._fault_points: list[str] = []
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
         self._sessions: dict[str, str] = {}
-        self._ack_log: dict[str, list[bytes]] = {}  # device -> ack lines signed in this batch, logged at its end
+        self.ack_log = AckLog(store)  # the acks signed in a batch, logged in the copies after its commit
         self._reconcile()
 
     def _now(self) -> int:
@@ -109,7 +110,7 @@ class Receiver:
         out: list[Outgoing] = []
         self._fault_points = []
         self._acks_due = {}
-        self._ack_log = {}
+        self.ack_log.discard()
         try:
             with self.index.batch():
                 for topic, payload, received_us in messages:
@@ -290,22 +291,19 @@ class Receiver:
         for part in parts:
             ack = Ack(self.config.station_id, self.ack_key.fingerprint, device, self.session_of(device), head.seq,
                       head.link, tuple(part), self._now())
-            line = sign_ack(ack, self.ack_key).to_line()
-            if head.seq or part:
-                self._ack_log.setdefault(device, []).append(line)
-            out.append(Outgoing(down_topic(device, "ack"), line))
+            signed = sign_ack(ack, self.ack_key)
+            self.ack_log.add(signed)
+            out.append(Outgoing(down_topic(device, "ack"), signed.to_line()))
         return out
 
     def _log_acks(self) -> None:
         """Keep every ack of the batch in its device's copy (station-acks.jsonl), after the commit that made
         what it states true and before it is sent: the copy then proves what the station acknowledged."""
         try:
-            for device, lines in self._ack_log.items():
-                self.store.append_acks(device, lines)
+            self.ack_log.flush()
         except Exception as exc:
             self.fault = printable(f"{type(exc).__name__}: {exc}")
             log.exception("station fault while logging acknowledgements; none of them is sent")
-        self._ack_log = {}
 
 
 class _BatchAbandoned(Exception):

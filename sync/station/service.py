@@ -14,6 +14,7 @@ import logging
 import queue
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,11 @@ def connect_properties(config: StationConfig) -> Properties:
 
 
 class StationService:
-    def __init__(self, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None) -> None:
+    def __init__(self, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None,
+                 idle: Callable[[], bool] | None = None) -> None:
         self.config = config
+        # Work between batches (the scrub's slices: sync/station/scrub.py); True while it has more to do.
+        self.idle = idle
         self.receiver = receiver
         self.client = client if client is not None else make_client(config)
         self.inbox: queue.Queue[Incoming] = queue.Queue()
@@ -174,13 +178,17 @@ class StationService:
         log.info("station %s: receiving from %s:%d as %s", self.config.station_id, broker.host, broker.port,
                  broker.client_id)
         try:
+            more = False
             while not stop.is_set():
                 try:
-                    item = self.inbox.get(timeout=POLL_S)
+                    item = self.inbox.get(timeout=0 if more else POLL_S)
                 except queue.Empty:
+                    more = self.idle() if self.idle is not None else False
                     continue
                 if not self.process_batch(self.next_batch(item)):
                     return 1
+                if self.idle is not None:
+                    more = self.idle()
             log.info("station %s: stopping (%d message(s) left to the broker)", self.config.station_id,
                      self.inbox.qsize())
             return 0

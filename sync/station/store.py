@@ -49,6 +49,8 @@ class EvidenceStore(Protocol):
         """Append signed ack lines to the device's ack log durably (before they are sent)."""
         ...
 
+    def read_ack_log(self, device: str) -> bytes: ...
+
     def ledger_size(self, device: str) -> int: ...
 
     def cut_ledger(self, device: str, size: int) -> str:
@@ -181,6 +183,12 @@ class FilesystemEvidenceStore:
     def append_acks(self, device: str, lines: Sequence[bytes]) -> None:
         layout = self._layout(device)
         self._append(layout, layout.root / STATION_ACKS_FILE, b"".join(lines))
+
+    def read_ack_log(self, device: str) -> bytes:
+        try:
+            return (self.device_root(device) / STATION_ACKS_FILE).read_bytes()
+        except FileNotFoundError:
+            return b""
 
     def read_ledger(self, device: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._ledger(device)

@@ -11,9 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from sync_world import BIN, SyncWorld
-from test_sync_end_to_end import DEVICE, enrolled_store, segment_files
+from test_sync_end_to_end import DEVICE, enrolled_store, segment_files, simulated_store
 
+from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.store import read_records
 
 
@@ -118,5 +120,29 @@ def test_station_key_checks_the_acks_the_copy_carries(world: SyncWorld,
 
 def test_station_copy_still_holds_what_the_device_purged(world: SyncWorld,
                                                          purged_copy: tuple[Path, Path, Path]) -> None:
-    copy, pub, _store = purged_copy
+    copy, _pub, _store = purged_copy
     assert segment_files(copy) == segment_files(world.device_copy(DEVICE))
+
+
+def test_serve_scrubs_at_its_interval(world: SyncWorld, tmp_path: Path) -> None:
+    """``bodycam-station serve`` with ``scrub.interval_seconds = 1``: footage deleted from the station's
+    folder while it runs becomes a missing-evidence problem naming device, seq and file."""
+    with open(world.config, "a") as config:
+        config.write("\n[scrub]\ninterval_seconds = 1\nslice_mib = 1\n")
+    store, key_path = simulated_store(tmp_path)
+    world.enroll(DEVICE, load_or_create_device_key(key_path))
+    world.start_station()
+    result = world.sync_once(world.device_config(DEVICE, store, key_path, purge=True))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [(seq, name)] = world.query("SELECT seq, name FROM files WHERE device = ? AND name LIKE ?", DEVICE,
+                                "segments/000002.%")
+    segment = world.device_copy(DEVICE) / name
+    segment.parent.chmod(0o750)  # what root, or the station's user on purpose, can do
+    segment.unlink()
+
+    wait_for(lambda: any(kind == "missing-evidence" for kind, _seq, _reason in world.problems(DEVICE)), 20,
+             "the scrub to report the deleted segment")
+    [(object_name, found_seq)] = world.query("SELECT object, seq FROM problems WHERE kind = 'missing-evidence'")
+    assert (object_name, found_seq) == (name, seq)
+    assert "scrub: 1 device(s)" in world.log_text()
+    assert world.stop_station() == 0
