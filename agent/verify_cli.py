@@ -1,4 +1,10 @@
-"""``bodycam-verify PATH [--pubkey FILE] [--json] [--timeline [--profiles DIR]]``: is this evidence intact?
+"""``bodycam-verify PATH [--pubkey FILE] [--station-key FILE] [--device-store] [--json] [--timeline]``:
+is this evidence intact?
+
+PATH is verified as an archive (the station's copy, or any copy of it: every file a record names must be
+present, whatever the device purged) unless ``--device-store`` says it is the device's own store, where
+a signed purge record excuses a removed file (agent/evidence/archive.py says why the operator, not the
+folder, decides). The verdict names the mode used.
 
 ``--timeline`` adds the case timelines (agent/timeline.py) after the verification (in ``--json``: a
 ``timeline`` key); it does not change the exit code (an unreadable ``--profiles`` folder is exit 2).
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from agent.cliargs import UsageParser, silence_closed_stdout
 from agent.errors import BodycamError
+from agent.evidence.archive import ARCHIVE, DEVICE_STORE, MODE_WORDS
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
 from agent.evidence.store import read_records
@@ -29,8 +36,13 @@ EXIT_INTACT, EXIT_PROBLEMS, EXIT_UNREADABLE = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="bodycam-verify", description="Verify a body-camera evidence store offline.")
-    parser.add_argument("path", type=Path, help="a device store folder (holding ledger.jsonl)")
+    parser.add_argument("path", type=Path, help="the station's copy DATA/devices/ID, a copy of it, or (with "
+                        "--device-store) a device's store: a folder holding ledger.jsonl")
     parser.add_argument("--pubkey", type=Path, help="the device's public key (PEM, hex or raw) to pin the identity")
+    parser.add_argument("--station-key", type=Path, help="the station's public acknowledgement key (PEM, hex or "
+                        "raw; bodycam-station show-key): check the station's signed acks in the copy")
+    parser.add_argument("--device-store", action="store_true", help="PATH is the device's own store: a file "
+                        "removed after its signed purge record is not missing (never for the station's copy)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable report")
     parser.add_argument(
         "--timeline", action="store_true", help="also print each case's stages, recorded intervals and stop reasons"
@@ -85,6 +97,7 @@ def render_text(report: Report) -> str:
     lines.extend(f"note: {printable(str(note))}" for note in report.notes if not note.routine)
     lines.extend(_routine_lines(report))
     lines.extend(f"PROBLEM {printable(str(problem))}" for problem in report.problems)
+    lines.append(f"verified {MODE_WORDS[report.mode]}")
     if report.intact:
         lines.append(f"INTACT: {report.records} records verified, head seq {report.last_seq} {report.head_link}")
     else:
@@ -96,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         public_key = load_public_key(args.pubkey) if args.pubkey is not None else None
-        report = verify_store(args.path, public_key)
+        station_key = load_public_key(args.station_key) if args.station_key is not None else None
+        mode = DEVICE_STORE if args.device_store else ARCHIVE
+        report = verify_store(args.path, public_key, mode=mode, station_key=station_key)
         timeline = None
         if args.timeline:
             procedures = load_profiles(args.profiles)

@@ -9,6 +9,7 @@ file. An example with every key and its default is ``firmware_config/station.exa
                   the free space kept for the station itself
     [deadline]    the upload deadline (art. 17): working_days, weekend, holidays, timezone
     [overdue]     the station's own check: check_interval_seconds, device_unseen_working_days, max_case_open_hours
+    [scrub]       the re-check of stored evidence in serve: interval_seconds, slice_mib
 
 Settings that must agree are checked together: the broker's TLS files are given all three or none. Every
 refusal reads ``FILE: key 'dotted.key': value VALUE: expected ...`` (firmware_config.toml_file.refusal).
@@ -63,6 +64,7 @@ _SCHEMA: Schema = {
         "device_unseen_working_days": (int, 5),
         "max_case_open_hours": (int, 12),
     },
+    "scrub": {"interval_seconds": (int, 86400), "slice_mib": (int, 8)},
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "broker.port": (1, 65535),
@@ -81,6 +83,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "overdue.check_interval_seconds": (1, 86400),
     "overdue.device_unseen_working_days": (1, 365),
     "overdue.max_case_open_hours": (1, 8760),
+    "scrub.interval_seconds": (1, 366 * 86400),
+    "scrub.slice_mib": (1, 1024),
 }
 
 
@@ -121,6 +125,15 @@ class OverdueSettings:
 
 
 @dataclass(frozen=True)
+class ScrubSettings:
+    """``serve`` re-checks every stored object and ledger copy every ``interval_seconds`` (the first pass at
+    start-up), hashing at most ``slice_mib`` between two batches of messages (sync/station/scrub.py)."""
+
+    interval_seconds: int = 86400
+    slice_mib: int = 8
+
+
+@dataclass(frozen=True)
 class StationConfig:
     source: str
     station_id: str
@@ -135,6 +148,7 @@ class StationConfig:
     max_staging_bytes_per_device: int = 16 * GIB
     min_free_bytes: int = GIB
     overdue: OverdueSettings = OverdueSettings()
+    scrub: ScrubSettings = ScrubSettings()
 
     @property
     def index_path(self) -> Path:
@@ -190,6 +204,7 @@ def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
         min_free_bytes=limits["min_free_bytes"],
         deadline=_deadline(values["deadline"], source),
         overdue=OverdueSettings(**values["overdue"]),
+        scrub=ScrubSettings(values["scrub"]["interval_seconds"], values["scrub"]["slice_mib"]),
     )
 
 

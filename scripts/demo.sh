@@ -70,11 +70,13 @@ echo "== at the station: what it verified and stored, and the case timeline"
 "$BIN/bodycam-station" status --config "$DEMO/station/station.toml"
 "$BIN/bodycam-station" timeline --config "$DEMO/station/station.toml" --device "$DEVICE_ID"
 echo "== an auditor verifies the station's copy against the device's key"
-"$BIN/bodycam-verify" "$DEMO/station/data/devices/$DEVICE_ID" --pubkey "$DEMO/device/device.pub"
+"$BIN/bodycam-station" show-key --config "$DEMO/station/station.toml" > "$DEMO/station/ack.pub"
+"$BIN/bodycam-verify" "$DEMO/station/data/devices/$DEVICE_ID" --pubkey "$DEMO/device/device.pub" \
+  --station-key "$DEMO/station/ack.pub"
 
 echo "== on the device: receipts recorded, acknowledged segments purged (each purge a signed record)"
 grep -c '"type":"receipt"' "$DEMO/device/store/ledger.jsonl" | sed 's/^/receipt records: /'
 grep -o '"file":"segments/[0-9a-z.]*","reason":"[^"]*"' "$DEMO/device/store/ledger.jsonl" \
   | sed 's/^/purged: /' || true
 echo "segment files left on the device: $(find "$DEMO/device/store/segments" -type f | wc -l)"
-"$BIN/bodycam-verify" "$DEMO/device/store" --pubkey "$DEMO/device/device.pub"
+"$BIN/bodycam-verify" "$DEMO/device/store" --pubkey "$DEMO/device/device.pub" --device-store

@@ -154,7 +154,7 @@ def events(store: Path, kind: str) -> list[tuple[int, dict[str, Any]]]:
 
 def verify(store: Path) -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
-        [str(BIN / "bodycam-verify"), str(store), "--timeline", "--json"],
+        [str(BIN / "bodycam-verify"), str(store), "--device-store", "--timeline", "--json"],
         capture_output=True, text=True, env=_env(), timeout=60, check=False,
     )  # fmt: skip
     assert "Traceback" not in result.stderr, result.stderr

@@ -28,6 +28,12 @@ QUARANTINE_DIR = "quarantine"
 _SEGMENT_NAME = re.compile(r"(\d{6})\.[A-Za-z0-9]+\Z")
 
 
+def label_of(name: str) -> str:
+    """How a stored file is named in messages: ``segment 000041.mp4``, ``quarantine/ledger-torn-...``."""
+    folder, _, base = name.partition("/")
+    return f"segment {base}" if folder == SEGMENTS_DIR else name
+
+
 @dataclass(frozen=True)
 class StoredFile:
     name: str  # relative to the store root, e.g. "segments/000041.mp4"

@@ -22,6 +22,7 @@ from agent.evidence.fsutil import display_path, sha256_file_ranges
 from agent.evidence.keys import fingerprint, public_key_from_hex, public_key_raw, verify_signature
 from agent.evidence.record import SignedRecord, parse_line
 from agent.evidence.store import LEDGER_FILE, QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout
+from agent.evidence.store import label_of as _label
 
 _LAST = 1 << 62  # sort key for findings that belong to no ledger line
 
@@ -62,6 +63,8 @@ class Report:
     head_link: str | None = None
     segments: int = 0
     segment_bytes: int = 0
+    mode: str = "archive"  # agent.evidence.archive: what the folder was verified as
+    station_key_fingerprint: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -91,6 +94,8 @@ class Report:
             "head_link": self.head_link,
             "segments": self.segments,
             "segment_bytes": self.segment_bytes,
+            "mode": self.mode,
+            "station_key_fingerprint": self.station_key_fingerprint,
             "problems": [p.to_dict() for p in self.problems],
             "notes": [n.to_dict() | {"routine": n.routine} for n in self.notes],
         }
@@ -127,9 +132,11 @@ class ChainVerifier:
         self._mono_by_boot: dict[str, int] = {}
         self._key_unknown_reported = False
         self.segments: dict[str, FileClaim] = {}
-        self.purged: dict[str, FileClaim] = {}
+        self.purged: dict[str, FileClaim] = {}  # file -> the segment record a purge record names
+        self.purged_by: dict[str, int] = {}  # file -> the purge record's seq
         self.recoveries: list[FileClaim] = []
         self.checkpoints: dict[str, list[FileClaim]] = {}  # file -> checkpoints in ledger order
+        self.receipts: list[tuple[int, int, str]] = []  # (seq, line, the station's ack line it carries)
 
     def anchor(self, device: str, seq: int, link: str) -> None:
         """Continue a chain already verified up to ``seq`` (whose link is ``link``), as the station does
@@ -141,6 +148,10 @@ class ChainVerifier:
         if seq:
             self.report.last_seq = seq
             self.report.head_link = link
+
+    def link_of(self, seq: int) -> str | None:
+        """The link of the chain's record ``seq`` (None when the chain holds none)."""
+        return self._seen.get(seq)
 
     def adopt_announced_key(self, signed: SignedRecord, line_no: int) -> None:
         """Use the key a boot record announces (and is signed with) when no key was pinned."""
@@ -293,6 +304,9 @@ class ChainVerifier:
         if record.type == "checkpoint":
             self._collect_checkpoint(signed, line_no)
             return
+        if record.type == "receipt":
+            self.receipts.append((record.seq, line_no, str(body["ack"])))
+            return
         if record.type not in ("segment", "recovered", "purge", "recovery"):
             return
         claim = FileClaim(record.seq, line_no, str(body["file"]), str(body["sha256"]),
@@ -312,6 +326,7 @@ class ChainVerifier:
                 self.problem("purge of a file no earlier segment record vouches for", record.seq, label, line_no)
             else:
                 self.purged[claim.name] = recorded
+                self.purged_by[claim.name] = record.seq
                 self.note(f"purged ({body['reason']})", record.seq, label, line_no, routine=True)
         else:
             self.recoveries.append(claim)
@@ -333,12 +348,6 @@ def _seq_ranges(seqs: list[int]) -> str:
         else:
             runs.append([seq, seq])
     return "seq " + ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs)
-
-
-def _label(name: str) -> str:
-    """How a stored file is named in messages: ``segment 000041.mp4``, ``quarantine/ledger-torn-...``."""
-    folder, _, base = name.partition("/")
-    return f"segment {base}" if folder == SEGMENTS_DIR else name
 
 
 def find_announced_key(lines: Iterable[bytes]) -> tuple[SignedRecord, int] | None:
@@ -379,8 +388,13 @@ def verify_lines(
     return chain
 
 
-def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: int | None = None) -> None:
-    """Hash every file the chain vouches for (in parallel, one read per file) and compare with its records."""
+def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: int | None = None, *,
+                excuse_purged: bool = False) -> None:
+    """Hash every file the chain vouches for (in parallel, one read per file) and compare with its records.
+
+    ``excuse_purged``: a file gone after its ``purge`` record is not missing (the device's own store only).
+    Otherwise (an archive: the station's copy, or any copy made of it) every file a record names must be
+    here, purged or not: the device's purge is exactly why this copy may be the only one left."""
     # A purged file that is still there (an interrupted purge on the device, or the station's archive copy,
     # whose ledger copy holds the device's purge records) is still evidence: it is checked like any other.
     kept = {name for name in chain.purged if path_of(name).exists()}
@@ -388,13 +402,14 @@ def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: i
         purged = chain.purged[name]
         chain.note("file still present after its purge record (checked against its record)", purged.seq,
                    _label(name), purged.line, routine=True)
-    live = {name: c for name, c in chain.segments.items() if name not in chain.purged or name in kept}
+    gone = {name for name in chain.purged if name not in kept} if excuse_purged else set()
+    live = {name: c for name, c in chain.segments.items() if name not in gone}
     for name, checkpoints in chain.checkpoints.items():
         if name not in chain.segments:
             first = checkpoints[0]
             chain.problem("segment left open: checkpoints but no closing record (a crash not yet recovered)",
                           first.seq, _label(name), first.line)
-    names = sorted(set(live) | {c.name for c in chain.recoveries} | (set(chain.checkpoints) - set(chain.purged)))
+    names = sorted(set(live) | {c.name for c in chain.recoveries} | (set(chain.checkpoints) - gone))
     whole = {c.name: c for c in chain.recoveries} | live
 
     def hash_one(name: str) -> tuple[str, int, list[str | None], str | None]:
@@ -413,6 +428,9 @@ def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: i
         label, claim = _label(name), whole.get(name)
         anchor = claim if claim is not None else chain.checkpoints[name][0]
         if error is not None:
+            if name in chain.purged and error == "file missing":
+                error = (f"file missing from this archive copy; the device purged its own copy (purge seq "
+                         f"{chain.purged_by[name]}), so this copy was the one left")
             chain.problem(error, anchor.seq, label, anchor.line)
             continue
         for checkpoint, got in zip(chain.checkpoints.get(name, []), partial, strict=True):
@@ -449,8 +467,12 @@ def check_unclaimed(chain: ChainVerifier, layout: StoreLayout) -> None:
                 chain.problem("no record covers this file", obj=shown)
 
 
-def verify_store(root: Path, public_key: Ed25519PublicKey | None = None, workers: int | None = None) -> Report:
-    """Verify a device store folder. Raises StoreError when it cannot be read at all."""
+def verify_store(root: Path, public_key: Ed25519PublicKey | None = None, workers: int | None = None, *,
+                 mode: str = "archive", station_key: Ed25519PublicKey | None = None) -> Report:
+    """Verify a store folder as ``mode`` (agent.evidence.archive: ``archive``, the safe default, or
+    ``device-store``). Raises StoreError when it cannot be read at all."""
+    from agent.evidence.archive import DEVICE_STORE, check_archive  # it builds on this module
+
     layout = StoreLayout(root)
     name = display_path(root)
     if not root.exists():
@@ -467,7 +489,8 @@ def verify_store(root: Path, public_key: Ed25519PublicKey | None = None, workers
             chain = verify_lines(handle, report, public_key, announced)
     except OSError as exc:
         raise StoreError(f"{display_path(layout.ledger_path)}: cannot read ({exc.strerror})") from None
-    check_files(chain, lambda n: layout.root / n, workers)
+    check_files(chain, lambda n: layout.root / n, workers, excuse_purged=mode == DEVICE_STORE)
     check_unclaimed(chain, layout)
+    check_archive(chain, root, mode, station_key)
     report.sort()
     return report

@@ -10,11 +10,13 @@
     bodycam-station status --config FILE [--json]
     bodycam-station problems --config FILE [--device D] [--json]
     bodycam-station timeline --config FILE --device D [--json] [--profiles DIR]
+    bodycam-station scrub --config FILE [--json]   (sync/station/scrub.py)
     bodycam-station assign --config FILE --device D --officer O   (sync/station/assign.py)
 
 Exit 0: done, nothing wrong. Exit 1: problems found (``status``: open problems or a degraded/failed health
 report, not a merely stale one; ``problems``: open problems; ``timeline``:
-the ledger copy does not verify; ``serve``: the station's storage failed). Exit 2: wrong arguments, a bad
+the ledger copy does not verify; ``scrub``: stored evidence missing or changed; ``serve``: the station's
+storage failed). Exit 2: wrong arguments, a bad
 config file or unreadable station data; one line says why. Never a traceback.
 
 ``init``, ``enroll`` and ``revoke`` live in sync/station/provisioning.py (docs/provisioning.md);
@@ -44,11 +46,13 @@ from agent.evidence.verify import Report, verify_lines
 from agent.timeline import case_timelines, render_timeline
 from agent.verify_cli import printable
 from firmware_config.profiles import load_profiles
-from firmware_config.station_config import StationConfig, load_station_config
+from firmware_config.station_config import MIB, StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
 from sync.station.index import SqliteIndex, technician_index
+from sync.station.problems import ProblemLog
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
 from sync.station.report import check_dict, device_statuses, enroll_device, render_check, render_problems, render_status
+from sync.station.scrub import Scrubber, ScrubSchedule
 from sync.station.store import FilesystemEvidenceStore
 from sync.station.watch import CheckResult, OverdueCheck, overdue_task
 
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     timeline.add_argument("--device", type=device_id_arg, required=True, help="the device id")
     timeline.add_argument("--json", action="store_true", help="machine-readable output")
     timeline.add_argument("--profiles", type=Path, help="procedure profiles folder (default: the shipped ones)")
+    scrub = command("scrub", "re-hash every stored object and check each device's folder and ledger copy "
+                    "against the index; what is missing or changed is reported as a problem")
+    scrub.add_argument("--json", action="store_true", help="machine-readable output")
     broker = commands.add_parser(
         "broker-setup", help="write the broker's CA, certificates, ACL and Mosquitto config",
         description="Create (or complete) the station's broker folder: CA, server certificate, the receiver's "
@@ -136,6 +143,8 @@ def _serve(config: StationConfig) -> int:
         receiver = Receiver(config, store, index, load_or_create_device_key(config.key), SystemClock())
         overdue = overdue_task(OverdueCheck(config, index, store, load_profiles()), receiver.clock,
                                config.overdue.check_interval_seconds)
+        scrubber = Scrubber(store, index, receiver.problems, config.scrub.slice_mib * MIB)
+        schedule = ScrubSchedule(scrubber, config.scrub.interval_seconds)
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -144,7 +153,10 @@ def _serve(config: StationConfig) -> int:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
-        return StationService(config, receiver, client, [overdue]).run(stop)
+        try:
+            return StationService(config, receiver, client, [overdue], idle=schedule.tick).run(stop)
+        finally:
+            scrubber.close()
     finally:
         index.close()
         store.close()
@@ -236,11 +248,33 @@ def _timeline(config: StationConfig, args: argparse.Namespace) -> int:
     return EXIT_OK if report.intact else EXIT_PROBLEMS
 
 
+def _scrub(config: StationConfig, args: argparse.Namespace) -> int:
+    # No data lock: a running receiver keeps its own; the scrub only reads the store, and SQLite (WAL) lets
+    # it add its problems to the index while the receiver writes.
+    index = _open_index(config)
+    try:
+        scrubber = Scrubber(FilesystemEvidenceStore(config.data), index, ProblemLog(index, SystemClock()), 8 * MIB)
+        try:
+            summary = scrubber.run()
+        finally:
+            scrubber.close()
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        for text in summary.findings:
+            print(f"PROBLEM {printable(text)}")
+        print(f"scrub: {summary.devices} device(s), {summary.files} file(s), {summary.bytes} bytes checked: "
+              f"{len(summary.findings)} problem(s)")
+    return EXIT_PROBLEMS if summary.findings else EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[StationConfig, argparse.Namespace], int]] = {
     **PROVISIONING_COMMANDS,
     **ASSIGN_COMMANDS,
     "add-device": _add_device, "show-key": _show_key, "status": _status, "problems": _problems,
-    "timeline": _timeline,
+    "timeline": _timeline, "scrub": _scrub,
 }
 
 

@@ -116,6 +116,8 @@ class Index(Protocol):
 
     # files and staged ranges
     def stored_file(self, device: str, name: str) -> FileRow | None: ...
+    def files_after(self, after: tuple[str, str], limit: int) -> list[FileRow]: ...
+    def record_rows(self, device: str) -> list[RecordRow]: ...
     def add_file(self, row: FileRow) -> None: ...
     def file_totals(self, device: str) -> tuple[int, int]: ...
     def ranges(self, device: str, sha256: str) -> list[tuple[int, int]]: ...
@@ -349,6 +351,17 @@ class SqliteIndex:
         row = self._one("SELECT device, name, sha256, size, seq, stored_us FROM files WHERE device=? AND name=?",
                         device, name)
         return None if row is None else FileRow(*row)
+
+    def files_after(self, after: tuple[str, str], limit: int) -> list[FileRow]:
+        """Stored files in (device, name) order after ``after`` (("", "") for the first), at most ``limit``."""
+        rows = self._db.execute("SELECT device, name, sha256, size, seq, stored_us FROM files WHERE (device, name) > "
+                                "(?, ?) ORDER BY device, name LIMIT ?", (*after, limit))
+        return [FileRow(*r) for r in rows]
+
+    def record_rows(self, device: str) -> list[RecordRow]:
+        rows = self._db.execute("SELECT device, seq, link, type, wall_us, case_id, stored_us, offset, length FROM "
+                                "records WHERE device=? ORDER BY seq", (device,))
+        return [RecordRow(*r) for r in rows]
 
     def add_file(self, row: FileRow) -> None:
         with self._write() as db:

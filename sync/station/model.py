@@ -49,9 +49,13 @@ DEVICE_UNSEEN = "device-unseen"
 CASE_OPEN_TOO_LONG = "case-open-too-long"
 CASE_INCOMPLETE = "case-incomplete"
 CHECK_KINDS = (OVERDUE_FILE, DEVICE_UNSEEN, CASE_OPEN_TOO_LONG, CASE_INCOMPLETE)
+# Found by the scrub (sync/station/scrub.py) in evidence the station had stored: a file or ledger line gone
+# from the store, or its bytes no longer those stored.
+MISSING_EVIDENCE = "missing-evidence"
+ALTERED_EVIDENCE = "altered-evidence"
 PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, MALFORMED, BAD_BYTES, LATE_UPLOAD,
                  REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT, OVERSIZED_FILE, POISON_MESSAGE,
-                 STORAGE_LOW, ROLLBACK, *CHECK_KINDS)
+                 STORAGE_LOW, ROLLBACK, *CHECK_KINDS, MISSING_EVIDENCE, ALTERED_EVIDENCE)
 
 # Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
 # moved into quarantine. Only the first two are footage with an upload deadline.

@@ -46,6 +46,7 @@ from sync.protocol import (
     parse_topic,
     split_lines,
 )
+from sync.station.ack_log import AckLog
 from sync.station.deadline import WorkingCalendar
 from sync.station.health import HealthIntake
 from sync.station.index import Index
@@ -88,6 +89,7 @@ class Receiver:
         self._fault_points: list[str] = []
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
         self._injected = os.environ.get(FAULT_ENV, "")
+        self.ack_log = AckLog(store)  # the acks signed in a batch, logged in the copies after its commit
         self._fresh_state()
         died = self.set_aside.recover()
         if died:
@@ -185,6 +187,7 @@ class Receiver:
         out: list[Outgoing] = []
         self._fault_points = []
         self._acks_due = {}
+        self.ack_log.discard()
         try:
             with self.index.batch():
                 for position, (topic, payload, received_us) in enumerate(messages):
@@ -215,6 +218,8 @@ class Receiver:
                 self.fault = printable(f"{type(exc).__name__}: {exc}")
                 log.exception("station fault while committing; nothing more is stored or acknowledged until a "
                               "restart")
+        if self.fault is None:
+            self._log_acks()
         return out
 
     def _handle_one(self, topic: str, payload: bytes, received_us: int | None, position: int = 0) -> list[Outgoing]:
@@ -412,8 +417,19 @@ class Receiver:
         for part in parts:
             ack = Ack(self.config.station_id, self.ack_key.fingerprint, device, self.session_of(device), head.seq,
                       head.link, tuple(part), self._now())
-            out.append(Outgoing(down_topic(device, "ack"), sign_ack(ack, self.ack_key).to_line()))
+            signed = sign_ack(ack, self.ack_key)
+            self.ack_log.add(signed)
+            out.append(Outgoing(down_topic(device, "ack"), signed.to_line()))
         return out
+
+    def _log_acks(self) -> None:
+        """Keep every ack of the batch in its device's copy (station-acks.jsonl), after the commit that made
+        what it states true and before it is sent: the copy then proves what the station acknowledged."""
+        try:
+            self.ack_log.flush()
+        except Exception as exc:
+            self.fault = printable(f"{type(exc).__name__}: {exc}")
+            log.exception("station fault while logging acknowledgements; none of them is sent")
 
 
 class _BatchAbandoned(Exception):

@@ -15,7 +15,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +83,10 @@ def connect_properties(config: StationConfig) -> Properties:
 
 class StationService:
     def __init__(self, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None,
-                 periodic: Sequence[Periodic] = ()) -> None:
+                 periodic: Sequence[Periodic] = (), idle: Callable[[], bool] | None = None) -> None:
         self.config = config
+        # Work between batches (the scrub's slices: sync/station/scrub.py); True while it has more to do.
+        self.idle = idle
         self.receiver = receiver
         self.periodic = list(periodic)  # run between batches, on this (the worker's) thread
         self.client = client if client is not None else make_client(config)
@@ -179,15 +181,19 @@ class StationService:
         log.info("station %s: receiving from %s:%d as %s", self.config.station_id, broker.host, broker.port,
                  broker.client_id)
         try:
+            more = False
             while not stop.is_set():
                 for task in self.periodic:
                     task.poll(time.monotonic())
                 try:
-                    item = self.inbox.get(timeout=POLL_S)
+                    item = self.inbox.get(timeout=0 if more else POLL_S)
                 except queue.Empty:
+                    more = self.idle() if self.idle is not None else False
                     continue
                 if not self.process_batch(self.next_batch(item)):
                     return 1
+                if self.idle is not None:
+                    more = self.idle()
             log.info("station %s: stopping (%d message(s) left to the broker)", self.config.station_id,
                      self.inbox.qsize())
             return 0

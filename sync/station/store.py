@@ -3,14 +3,16 @@
     DATA/objects/sha256/<2 hex>/<64 hex>      every file's bytes, once, read-only (0444), never overwritten
     DATA/devices/<D>/ledger.jsonl            the device's verified records, byte-identical lines, in order
     DATA/devices/<D>/segments/<name>         hard links to the objects, so DATA/devices/<D> is a store
-    DATA/devices/<D>/quarantine/<name>       that ``bodycam-verify --pubkey`` checks like the device's own
+    DATA/devices/<D>/quarantine/<name>       that ``bodycam-verify --pubkey`` checks as an archive
+    DATA/devices/<D>/station-acks.jsonl      every ack the station signed for D, appended before it is sent
     DATA/staging/<D>/<sha256>.part           a file being received, written chunk by chunk at its offsets
     DATA/staging/<D>/ledger-tail-*.bin       ledger bytes found past what the index knows, kept at start-up
 
 :class:`EvidenceStore` is the port the receiver uses; an object store with object lock fits behind it (an
 object per hash, multipart uploads for staging, an append-only ledger object per device and session).
 Every method is durable on return or raises (OSError, StoreError); after a failed write or fsync the data is
-treated as lost, never retried and trusted.
+treated as lost, never retried and trusted. Files are read-only and their folders closed for writing
+between the receiver's own changes (sync/station/sealing.py).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Protocol
 
 from agent.errors import StoreError
+from agent.evidence.archive import STATION_ACKS_FILE
 from agent.evidence.encoding import is_hex64
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
 from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.evidence.store import StoreLayout
+from sync.station.sealing import close_appended, open_for_append, opened_dir, seal_dir
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -39,6 +44,12 @@ class EvidenceStore(Protocol):
         ...
 
     def read_ledger(self, device: str, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def append_acks(self, device: str, lines: Sequence[bytes]) -> None:
+        """Append signed ack lines to the device's ack log durably (before they are sent)."""
+        ...
+
+    def read_ack_log(self, device: str) -> bytes: ...
 
     def ledger_size(self, device: str) -> int: ...
 
@@ -137,15 +148,25 @@ class FilesystemEvidenceStore:
 
     # --- ledger copies ---------------------------------------------------------------------------------------
 
-    def append_records(self, device: str, lines: Sequence[bytes]) -> int:
+    def _layout(self, device: str) -> StoreLayout:
+        """The device's layout, its folders created (durably) and closed for writing the first time."""
         layout = StoreLayout(self.device_root(device))
-        if not layout.root.exists():
-            self._make_dirs(layout.root.parent)
-        layout.create()
-        path = layout.ledger_path
+        if not (layout.segments_dir.is_dir() and layout.quarantine_dir.is_dir()):
+            if layout.root.exists():
+                with opened_dir(layout.root):
+                    layout.create()
+            else:
+                self._make_dirs(layout.root.parent)
+                layout.create()
+            for folder in (layout.segments_dir, layout.quarantine_dir, layout.root):
+                seal_dir(folder)
+        return layout
+
+    def _append(self, layout: StoreLayout, path: Path, data: bytes) -> int:
+        """Append ``data`` to ``path`` in the layout durably (read-only again after); the offset it starts at."""
         created = not path.exists()
-        data = b"".join(lines)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        with opened_dir(layout.root) if created else nullcontext():
+            fd = open_for_append(path)
         try:
             if created:
                 fsync_dir(layout.root)
@@ -156,8 +177,22 @@ class FilesystemEvidenceStore:
                 view = view[written:]
             _sync_data(fd)
         finally:
-            os.close(fd)
+            close_appended(fd)
         return offset
+
+    def append_records(self, device: str, lines: Sequence[bytes]) -> int:
+        layout = self._layout(device)
+        return self._append(layout, layout.ledger_path, b"".join(lines))
+
+    def append_acks(self, device: str, lines: Sequence[bytes]) -> None:
+        layout = self._layout(device)
+        self._append(layout, layout.root / STATION_ACKS_FILE, b"".join(lines))
+
+    def read_ack_log(self, device: str) -> bytes:
+        try:
+            return (self.device_root(device) / STATION_ACKS_FILE).read_bytes()
+        except FileNotFoundError:
+            return b""
 
     def read_ledger(self, device: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._ledger(device)
@@ -184,12 +219,12 @@ class FilesystemEvidenceStore:
         aside = folder / f"ledger-tail-{size}-{hashlib.sha256(tail).hexdigest()[:16]}.bin"
         if not aside.exists():
             write_file_durably(aside, tail, mode=0o444, exclusive=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = open_for_append(path)
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)
         finally:
-            os.close(fd)
+            close_appended(fd)
         return display_path(aside)
 
     # --- staging ---------------------------------------------------------------------------------------------
@@ -252,7 +287,8 @@ class FilesystemEvidenceStore:
         self._make_dirs(target.parent)
         try:
             # link() refuses an existing target where rename() would replace it: an object is never rewritten.
-            os.link(staged, target)
+            with opened_dir(target.parent):
+                os.link(staged, target)
         except FileExistsError:
             self._check_existing(target, staged.stat().st_size)
         fsync_dir(target.parent)
@@ -270,13 +306,11 @@ class FilesystemEvidenceStore:
         return self.object_path(sha256).stat().st_size
 
     def place_file(self, device: str, name: str, sha256: str) -> None:
-        layout = StoreLayout(self.device_root(device))
-        if not layout.root.exists():
-            self._make_dirs(layout.root.parent)
-        layout.create()
+        layout = self._layout(device)
         path, target = layout.path_of(name), self.object_path(sha256)
         try:
-            os.link(target, path)
+            with opened_dir(path.parent):
+                os.link(target, path)
         except FileExistsError:
             if not os.path.samefile(path, target):
                 raise StoreError(f"device {device}: {name} exists and is not object {sha256[:16]}...: "

@@ -112,7 +112,7 @@ def test_station_assignment_reaches_the_agent_and_comes_back_in_the_stations_cop
         assert [b["officer"] for b in assigned(copy)] == ["B5678", "C0002", "D0001"]
     finally:
         daemon.stop_if_running()
-    verify = subprocess.run([str(BIN / "bodycam-verify"), str(daemon.store), "--json"], capture_output=True,
-                            text=True, timeout=60, check=False)
+    verify = subprocess.run([str(BIN / "bodycam-verify"), str(daemon.store), "--device-store", "--json"],
+                            capture_output=True, text=True, timeout=60, check=False)
     assert verify.returncode == 0, verify.stdout[-2000:]
     assert json.loads(verify.stdout)["intact"] is True

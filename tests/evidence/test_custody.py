@@ -16,6 +16,7 @@ from helpers import FakeClock, stand_in_segment
 
 from agent.errors import LedgerBusyError, VerificationError
 from agent.evidence.ack import Ack, AckedFile, SignedAck, sign_ack
+from agent.evidence.archive import DEVICE_STORE
 from agent.evidence.custody import (
     DirectCustody,
     RetentionPolicy,
@@ -130,7 +131,7 @@ def test_only_acknowledged_segments_are_purged(tmp_path: Path) -> None:
     assert [p.record.body["receipt_seq"] for p in purges] == [receipt.seq, receipt.seq]
     assert direct.purge_acknowledged() == []  # nothing left that a receipt names
 
-    report = verify_store(store, KEY.public_key)
+    report = verify_store(store, KEY.public_key, mode=DEVICE_STORE)
     assert report.problems == []
     assert [n.object for n in report.notes if n.message.startswith("purged (acknowledged by station")] == [
         "segment 000001.bin", "segment 000002.bin"]
@@ -243,7 +244,7 @@ def test_long_term_footage_is_kept_until_long_term_keep_days(tmp_path: Path) -> 
     assert direct.purge_acknowledged() == [s[1], s[2]]
     long_term = [p.record.body["reason"] for p in of_type(store, "purge")][2:]
     assert all(reason.endswith("retention long-term") for reason in long_term)
-    assert verify_store(store, KEY.public_key).problems == []
+    assert verify_store(store, KEY.public_key, mode=DEVICE_STORE).problems == []
 
 
 def test_keep_hours_is_respected(tmp_path: Path) -> None:
@@ -294,7 +295,7 @@ def test_a_file_tampered_before_its_purge_is_kept(tmp_path: Path) -> None:
     assert s[1] in refused and "bytes on disk differ" in refused
     assert tampered.read_bytes() == data  # kept, for the verifier
     assert [p.record.body["file"] for p in of_type(store, "purge")] == [s[0], s[2]]
-    problems = [str(p) for p in verify_store(store, KEY.public_key).problems]
+    problems = [str(p) for p in verify_store(store, KEY.public_key, mode=DEVICE_STORE).problems]
     assert len(problems) == 1 and "segment 000002.bin: sha256 mismatch" in problems[0]
 
 
@@ -307,12 +308,13 @@ def test_a_crash_between_the_purge_record_and_the_unlink(tmp_path: Path) -> None
     [candidate, _] = purge_candidates(read_records(store), POLICY, clock.wall_us)
     with Ledger.open(store, KEY, DEVICE, clock) as ledger:
         ledger.append("purge", {"file": candidate.file, "sha256": candidate.sha256, "reason": "test"})
-    assert any("still present after its purge record" in n.message for n in verify_store(store).notes)
+    notes = verify_store(store, mode=DEVICE_STORE).notes
+    assert any("still present after its purge record" in n.message for n in notes)
 
     assert direct.purge_acknowledged() == s
     assert present(store, s) == []
     assert [p.record.body["file"] for p in of_type(store, "purge")] == s  # no second record for s[0]
-    report = verify_store(store, KEY.public_key)
+    report = verify_store(store, KEY.public_key, mode=DEVICE_STORE)
     assert report.problems == [] and not any("still present" in n.message for n in report.notes)
 
 
@@ -345,7 +347,7 @@ def test_a_purged_name_is_never_given_out_again(tmp_path: Path) -> None:
     direct.record_receipt(make_ack(store, s).to_line())
     assert direct.purge_acknowledged() == s
     assert build(store, "seg", clock) == ["segments/000003.bin"]  # not 000001 again: the folder is empty
-    assert verify_store(store, KEY.public_key).problems == []
+    assert verify_store(store, KEY.public_key, mode=DEVICE_STORE).problems == []
 
 
 # --- the receipt-for-receipt exchange -----------------------------------------------------------------------
@@ -421,7 +423,7 @@ def test_several_acks_are_recorded_with_one_opening_of_the_ledger(tmp_path: Path
     assert [r.record.body["files"] for r in receipts] == [[make_ack(store, [s[0]]).ack.files[0].sha256],
                                                           [make_ack(store, [s[2]]).ack.files[0].sha256]]
     assert len(of_type(store, "boot")) == boots_before + 1  # one opening for the batch
-    assert verify_store(store, KEY.public_key).intact
+    assert verify_store(store, KEY.public_key, mode=DEVICE_STORE).intact
     # The file the forged ack named has no receipt: it is not purged.
     assert direct.purge_acknowledged() == [s[0], s[2]]
     assert present(store, s) == [s[1]]

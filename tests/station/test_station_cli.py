@@ -243,6 +243,7 @@ def test_timeline_warns_about_an_altered_copy(capsys: pytest.CaptureFixture[str]
     config, _ = synced_station
     ledger = config.parent / "data" / "devices" / DEVICE / "ledger.jsonl"
     lines = ledger.read_bytes().splitlines(keepends=True)
+    ledger.chmod(0o644)  # read-only as stored (sync/station/sealing.py): what root or the owner can undo
     ledger.write_bytes(b"".join(lines[:3] + lines[4:]))  # one record cut out after it was stored
     code, out, _ = run(capsys, "timeline", "--config", config, "--device", DEVICE)
     assert code == 1 and out.startswith(f"WARNING: the ledger copy of {DEVICE} did NOT verify")

@@ -15,6 +15,7 @@ from firmware_config.station_config import (
     BrokerSettings,
     DeadlineSettings,
     OverdueSettings,
+    ScrubSettings,
     load_station_config,
     parse_station_config,
     require_broker_tls,
@@ -48,11 +49,13 @@ def test_defaults() -> None:
     assert (config.max_message_bytes, config.max_pending_records) == (4 * 1024 * 1024, 10_000)
     assert config.deadline == DeadlineSettings(2, frozenset({5, 6}), frozenset(), "UTC")
     assert config.index_path == Path("/srv/data/index.sqlite")
+    assert config.scrub == ScrubSettings(86400, 8)
 
 
 def test_the_example_documents_every_key_with_its_default() -> None:
     config = load_station_config(EXAMPLE)
-    assert (config.broker, config.deadline, config.overdue) == (BrokerSettings(), DeadlineSettings(), OverdueSettings())
+    assert (config.broker, config.deadline, config.overdue, config.scrub) == (
+        BrokerSettings(), DeadlineSettings(), OverdueSettings(), ScrubSettings())
     assert (config.max_message_bytes, config.max_pending_records) == (4 * 1024 * 1024, 10_000)
     from firmware_config.station_config import _SCHEMA
 
@@ -73,8 +76,10 @@ def test_every_value_set() -> None:
                                                                                    datetime.date(2024, 12, 26)],
                   "timezone": "Europe/Amsterdam"},
         overdue={"check_interval_seconds": 5, "device_unseen_working_days": 3, "max_case_open_hours": 48},
+        scrub={"interval_seconds": 3600, "slice_mib": 64},
     )
     assert config.overdue == OverdueSettings(5, 3, 48)
+    assert config.scrub == ScrubSettings(3600, 64)
     assert require_broker_tls(config) == (Path("/ca.pem"), Path("/c.pem"), Path("/k.pem"))
     assert config.deadline == DeadlineSettings(
         3, frozenset({4, 5}), frozenset({datetime.date(2024, 12, 25), datetime.date(2024, 12, 26)}),
@@ -119,6 +124,10 @@ def test_every_value_set() -> None:
      "and broker.key are set together, and broker.ca is set"),
     ({"broker": {"cert": "/c.pem", "key": "/k.pem"}}, "st.toml: key 'broker.ca': value \"\": expected a file path"),
     ({"station": {"data": ""}}, 'st.toml: key \'station.data\': value "": expected non-empty'),
+    ({"scrub": {"interval_seconds": 0}}, "st.toml: key 'scrub.interval_seconds': value 0: expected 1..31622400"),
+    ({"scrub": {"slice_mib": 2048}}, "st.toml: key 'scrub.slice_mib': value 2048: expected 1..1024"),
+    ({"scrub": {"interval": 60}}, "st.toml: key 'scrub.interval': unknown key"),
+    ({"scrub": {"interval_seconds": 1.5}}, "st.toml: key 'scrub.interval_seconds': value 1.5: expected an integer"),
 ])
 def test_refusals_name_the_file_and_key(tables: dict[str, dict[str, Any]], message: str) -> None:
     refused(message, **tables)

@@ -11,6 +11,7 @@ from pathlib import Path
 from helpers import wait_for
 from sync_world import BIN, SyncWorld, big_segment_store, ledger_lines
 
+from agent.evidence.archive import DEVICE_STORE
 from agent.evidence.keys import DeviceKey, load_or_create_device_key, public_key_pem
 from agent.evidence.store import read_records
 from agent.evidence.verify import verify_store
@@ -80,7 +81,7 @@ def test_device_purges_only_acknowledged_segments_with_signed_records(world: Syn
     purged = {r.record.body["file"].rsplit("/", 1)[-1] for r in records if r.record.type == "purge"}
     assert purged == set(before)
     assert not list((store / "segments").iterdir())
-    report = verify_store(store, load_or_create_device_key(key_path).public_key)
+    report = verify_store(store, load_or_create_device_key(key_path).public_key, mode=DEVICE_STORE)
     assert report.intact, [str(p) for p in report.problems]
     # The station still holds every purged segment, byte for byte.
     assert segment_files(world.device_copy(DEVICE)) == before

@@ -15,6 +15,7 @@ from broker_fixture import MosquittoBroker
 from helpers import dump_toml, seeded_key
 from upload_helpers import FakeStation, eventually, segment_bytes, sync_device
 
+from agent.evidence.archive import DEVICE_STORE
 from agent.evidence.keys import DeviceKey
 from agent.evidence.store import StoredFile, read_records
 from agent.evidence.verify import verify_store
@@ -49,7 +50,7 @@ def test_once_records_receipts_purges_and_exits_0(mosquitto: MosquittoBroker, tm
     assert {f.name: segment_bytes(i, f.size) for i, f in enumerate(files, start=1)} == station.stored
     # The station holds the whole chain, receipts and purges included, and the store still verifies.
     assert station.seq == records[-1].seq
-    assert verify_store(store, seeded_key(1).public_key).intact
+    assert verify_store(store, seeded_key(1).public_key, mode=DEVICE_STORE).intact
 
     # Undocked: no broker. The run says so, and that the earlier sync acknowledged everything there is.
     capsys.readouterr()
