@@ -35,7 +35,7 @@ from firmware_config.station_config import StationConfig, load_station_config, p
 from firmware_config.toml_write import dumps
 from sync.broker import (
     DEFAULT_MAX_PACKET_BYTES,
-    STATION_USER,
+    RESERVED_IDS,
     certify_client_key,
     write_broker_setup,
     write_if_changed,
@@ -217,6 +217,10 @@ def _bundle_host(broker: Path, explicit: str | None) -> str:
 def _enroll(config: StationConfig, args: argparse.Namespace) -> int:
     request = parse_request(read_json_file(args.request, "enrolment request"), display_path(args.request))
     device = request.device_id
+    if device == config.broker.client_id:
+        # The broker keys sessions by client id: under the receiver's it could resume what was queued for it.
+        raise UsageError(f"device {device}: the receiver's client id ({config.source}: key 'broker.client_id'); "
+                         "a device cannot have it; nothing enrolled")
     broker = broker_folder(config.broker.ca, config.source)
     ca = StationCA.load(broker)
     ack_key = load_device_key(config.key)
@@ -273,7 +277,7 @@ _RELOAD_HINT = ("reload the broker so it refuses them: systemctl reload bodycam-
 
 def _revoke(config: StationConfig, args: argparse.Namespace) -> int:
     device = args.device
-    if device == STATION_USER or not DEVICE_ID_PATTERN.match(device):
+    if device in RESERVED_IDS or not DEVICE_ID_PATTERN.match(device):
         raise UsageError(f"--device {device!r}: not a device id")
     broker = broker_folder(config.broker.ca, config.source)
     ca = StationCA.load(broker)

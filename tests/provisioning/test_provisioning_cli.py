@@ -212,3 +212,31 @@ def test_revoke_then_reenrol_needs_replace_and_issues_a_new_certificate(
     assert station_state(enrolled) == before
     assert enroll(enrolled, "cam-1", "device", "--replace") == 0
     assert len(list(issued.iterdir())) == 2
+
+
+@pytest.mark.parametrize("reserved", ["station", "station-tools", "bodycam-station"])
+def test_the_stations_identity_names_are_never_a_device_id(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], reserved: str) -> None:
+    """Each is a certificate name, and so a client id, on the station's broker (issue 12, fault 3)."""
+    assert station_init(tmp_path) == 0
+    assert device_init(tmp_path, reserved) == 2
+    assert "reserved for the station" in capsys.readouterr().err
+    assert not (tmp_path / "device").exists()
+    pub = tmp_path / "some.pub"
+    assert station(["show-key", "--config", str(tmp_path / "station" / "station.toml")]) == 0
+    pub.write_text(capsys.readouterr().out)
+    assert station(["add-device", "--config", str(tmp_path / "station" / "station.toml"), "--device", reserved,
+                    "--pubkey", str(pub)]) == 2
+    assert f"device {reserved}: reserved for the station's own identities" in capsys.readouterr().err
+
+
+def test_enroll_refuses_the_receivers_configured_client_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert station_init(tmp_path) == 0
+    toml = tmp_path / "station" / "station.toml"
+    toml.write_text(toml.read_text().replace("[broker]\n", '[broker]\nclient_id = "rx-1"\n'))
+    assert device_init(tmp_path, "rx-1") == 0
+    before = station_state(tmp_path)
+    capsys.readouterr()
+    assert enroll(tmp_path, "rx-1") == 2
+    assert "device rx-1: the receiver's client id" in capsys.readouterr().err
+    assert station_state(tmp_path) == before and not (tmp_path / "rx-1.bundle.json").exists()
