@@ -5,11 +5,13 @@
     enroll  --config FILE REQUEST [--out BUNDLE] [--replace] [--broker-host NAME]
     revoke  --config FILE --device ID
 
-``init`` makes DIR/broker (CA, server certificate, the receiver's client certificate, ACL, empty CRL,
-mosquitto.conf: sync/broker.py), the acknowledgement key and DIR/station.toml; nothing existing is replaced,
-and a second run with the same settings changes nothing. ``enroll`` checks a device's request
-(sync/enrollment.py), registers its key, signs its MQTT client certificate and writes the bundle. ``revoke``
-marks the device revoked in the index and puts its certificates on the CRL the broker checks.
+``init`` makes DIR/broker (CA, server certificate, the receiver's and the station tools' client certificates,
+ACL, empty CRL, mosquitto.conf: sync/broker.py), the acknowledgement key and DIR/station.toml; nothing
+existing is replaced, and a second run with the same settings changes nothing; run again on an older station
+it adds what is missing and regenerates the ACL and mosquitto.conf (the upgrade path). ``enroll`` checks a
+device's request (sync/enrollment.py), registers its key, signs its MQTT client certificate and writes the
+bundle. ``revoke`` marks the device revoked in the index and puts its certificates on the CRL the broker
+checks.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def add_provisioning_commands(commands: argparse._SubParsersAction[UsageParser])
     init = commands.add_parser(
         "init", help="create the station: CA, broker certificates, ACL, CRL, Mosquitto config, ack key, config",
         description="Create (or complete) a station in --dir: broker/ (CA, server certificate, the receiver's "
-        "client certificate, ACL, empty CRL, mosquitto.conf), the acknowledgement key and station.toml. Keys "
-        "and station.toml are never overwritten; a second run with the same settings changes nothing.")
+        "and the station tools' client certificates, ACL, empty CRL, mosquitto.conf), the acknowledgement key "
+        "and station.toml. Keys and station.toml are never overwritten; a second run with the same settings "
+        "changes nothing; on an older station it adds what is missing and regenerates the broker's config.")
     init.add_argument("--dir", type=Path, required=True, help="the station's folder")
     init.add_argument("--host", action="append", default=[], help="a name or address devices reach the broker "
                       "at (repeatable; the first goes into bundles; default localhost and 127.0.0.1)")
@@ -192,6 +195,10 @@ def station_init(args: argparse.Namespace) -> int:
         print(f"created {display_path(path)}")
     for path in changed:
         print(f"updated {display_path(path)}")
+    if files.conf in changed:
+        # Listener settings (use_username_as_clientid among them) are read at start only, not on SIGHUP.
+        print("the broker's config changed: restart the broker (systemctl restart bodycam-broker); a reload does "
+              "not apply it")
     print(f"station config {display_path(toml_path)}")
     print(f"broker: mosquitto -c {display_path(files.conf)}  (port {port}, devices reach it as {hosts[0]})")
     print(f"CA fingerprint (SHA-256) {_cert_fingerprint(files.ca_cert.read_bytes())}")

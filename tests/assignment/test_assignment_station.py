@@ -112,7 +112,7 @@ def test_unknown_revoked_and_unreachable_are_refused_with_nothing_published(
     code, err = assign(old, "cam-0003", "C3")
     assert code == 2 and "station-tools.crt: missing; run bodycam-station init" in err, err
     # A tools certificate the ACL does not let write the device's down topics (a device's): the broker refuses it.
-    ca, cert, key = world.broker.client_tls("cam-0009")
+    _ca, cert, key = world.broker.client_tls("cam-0009")
     shutil.copy(cert, bare / "station-tools.crt")
     shutil.copy(key, bare / "station-tools.key")
     code, err = assign(old, "cam-0003", "C3")
