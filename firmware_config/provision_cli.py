@@ -38,9 +38,8 @@ from agent.verify_cli import printable
 from firmware_config.device_config import load_device_config, parse_device_config
 from firmware_config.toml_file import read_toml
 from firmware_config.toml_write import dumps
-from sync.broker import write_if_changed
+from sync.broker import RESERVED_IDS, write_if_changed
 from sync.enrollment import (
-    RESERVED_IDS,
     check_bundle,
     load_or_create_mqtt_key,
     make_request,

@@ -41,7 +41,7 @@ _SCHEMA: Schema = {
         "ca": (str, ""),
         "cert": (str, ""),
         "key": (str, ""),
-        "client_id": (str, "bodycam-station"),
+        "client_id": (str, "station"),
         "session_expiry_seconds": (int, 86400),
         "keepalive_seconds": (int, 30),
     },
@@ -98,7 +98,7 @@ class BrokerSettings:
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
-    client_id: str = "bodycam-station"
+    client_id: str = "station"
     session_expiry_seconds: int = 86400
     keepalive_seconds: int = 30
 

@@ -1,11 +1,15 @@
 """The station's Mosquitto broker: its certificates, its ACL and its configuration.
 
 Identity is the client certificate: with ``use_identity_as_username`` Mosquitto takes the certificate's common
-name as the MQTT user name, so a device can only speak as the device id its certificate was issued for, whatever
-client id it sends. The ACL then confines each device to its own subtree:
+name as the MQTT user name, so a device can only speak as the device id its certificate was issued for, and with
+``use_username_as_clientid`` that name is also its client id, whatever client id it sends: no client can push
+another off the broker or resume or discard another's session. Hence one connection per certificate identity,
+and a second identity for the station's command-line tools, which must never displace the receiver. The ACL
+then confines each identity:
 
-    device D   publishes  bodycam/D/up/#      subscribes  bodycam/D/down/#
-    station    reads      bodycam/+/up/#      writes      bodycam/+/down/#
+    device D        publishes  bodycam/D/up/#                  subscribes  bodycam/D/down/#
+    station         reads      bodycam/+/up/#                  writes      bodycam/+/down/#     (the receiver)
+    station-tools   writes     bodycam/+/down/assignment       reads       nothing               (``assign``)
 
 The ACL is a fence, not the proof: the station still checks every record's signature against the device key.
 Keys are ECDSA P-256 rather than Ed25519 because that is what every OpenSSL build Mosquitto and paho link
@@ -34,6 +38,12 @@ from agent.evidence.record import DEVICE_ID_PATTERN
 from sync.protocol import TOPIC_ROOT
 
 STATION_USER = "station"
+TOOLS_USER = "station-tools"
+# The receiver's client id before the broker fixed client ids to certificate names: on a broker upgraded in
+# place its old session may still exist, and a device by that name could resume it.
+LEGACY_RECEIVER_ID = "bodycam-station"
+# Names no device may have: the station's certificate identities (each is also a client id on the broker).
+RESERVED_IDS = (STATION_USER, TOOLS_USER, LEGACY_RECEIVER_ID)
 CRL_FILE = "crl.pem"
 DEFAULT_MAX_PACKET_BYTES = 4 * 1024 * 1024
 # Per client, beyond the in-flight window. Mosquitto drops QoS 1 messages silently past either limit, so they
@@ -47,7 +57,8 @@ _CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class BrokerFiles:
-    """Every file ``write_broker_setup`` made or reused; ``clients`` maps device id to (cert, key)."""
+    """Every file ``write_broker_setup`` made or reused; ``clients`` maps device id to (cert, key); ``tools_*``
+    is the station tools' identity (CN ``station-tools``)."""
 
     folder: Path
     ca_cert: Path
@@ -59,6 +70,8 @@ class BrokerFiles:
     clients: dict[str, tuple[Path, Path]]
     acl: Path
     conf: Path
+    tools_cert: Path
+    tools_key: Path
     crl: Path | None = None
 
 
@@ -285,7 +298,8 @@ def acl_text() -> str:
     (2.0.11 grants any filter, even ``#``): ``read`` is enforced per message at delivery, so a device that
     subscribes to another's down topics is granted the subscription but receives nothing from it. ``%u`` is the
     certificate's common name; Mosquitto denies pattern access to user names holding ``+``, ``#`` or ``/``, and
-    device ids cannot contain them.
+    device ids cannot contain them. The patterns also give the station's own identities a ``bodycam/<name>/``
+    subtree of their own, which no device can share: their names are reserved (``RESERVED_IDS``).
     """
     root = TOPIC_ROOT
     return "\n".join(
@@ -294,6 +308,10 @@ def acl_text() -> str:
             f"user {STATION_USER}",
             f"topic read {root}/+/up/#",
             f"topic write {root}/+/down/#",
+            "",
+            "# The station's command-line tools (bodycam-station assign): the assignments only, nothing to read.",
+            f"user {TOOLS_USER}",
+            f"topic write {root}/+/down/assignment",
             "",
             "# Every certificate-authenticated device, by the common name of its certificate.",
             f"pattern write {root}/%u/up/#",
@@ -363,6 +381,11 @@ def mosquitto_conf_text(
         "require_certificate true",
         # The certificate's common name becomes the user name the ACL sees; a client cannot choose it.
         "use_identity_as_username true",
+        # ... and the client id too, whatever the client sent: sessions are keyed by client id, and a second
+        # connection under a live id pushes the first off (a clean start discards its queued messages), so a
+        # client id anyone could choose would let any device evict the receiver or another device. A listener
+        # setting: above the listener line Mosquitto 2.0.11 ignores it, even with per_listener_settings false.
+        "use_username_as_clientid true",
         "tls_version tlsv1.2",
     ]
     if crlfile is not None:
@@ -373,8 +396,9 @@ def mosquitto_conf_text(
 def _check_device_id(device_id: str) -> None:
     if not DEVICE_ID_PATTERN.match(device_id):
         raise ConfigError(f"device id {device_id!r}: not [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
-    if device_id == STATION_USER:
-        raise ConfigError(f"device id {device_id!r}: reserved for the station's own certificate")
+    if device_id in RESERVED_IDS:
+        raise ConfigError(f"device id {device_id!r}: reserved for the station's own identities "
+                          f"({', '.join(RESERVED_IDS)})")
 
 
 def _check_reused(cert_path: Path, ca_cert_pem: bytes, common_name: str, hosts: Sequence[str]) -> None:
@@ -453,6 +477,8 @@ def write_broker_setup(
     ca = _load_ca_files(folder)
     server_cert, server_key = _ensure_pair(folder, "server", ca, hosts[0] if hosts else "", server=True, hosts=hosts)
     station_cert, station_key = _ensure_pair(folder, STATION_USER, ca, STATION_USER, server=False)
+    # Made here too, so that re-running init (or broker-setup) on an older station folder adds it.
+    tools_cert, tools_key = _ensure_pair(folder, TOOLS_USER, ca, TOOLS_USER, server=False)
     clients = {device_id: issue_device_certificate(folder, device_id) for device_id in devices}
     acl = folder / "acl"
     write_if_changed(acl, acl_text().encode(), mode=0o644)
@@ -472,7 +498,7 @@ def write_broker_setup(
     return BrokerFiles(
         folder=folder, ca_cert=folder / "ca.crt", ca_key=folder / "ca.key", server_cert=server_cert,
         server_key=server_key, station_cert=station_cert, station_key=station_key, clients=clients, acl=acl,
-        conf=conf, crl=crl,
+        conf=conf, tools_cert=tools_cert, tools_key=tools_key, crl=crl,
     )
 
 

@@ -33,6 +33,7 @@ from agent.errors import KeyFileError, UsageError
 from agent.evidence.fsutil import display_path, fsync_dir, write_file_durably
 from agent.evidence.keys import DeviceKey, fingerprint, public_key_pem, public_key_raw, verify_signature
 from agent.evidence.record import DEVICE_ID_PATTERN
+from sync.broker import RESERVED_IDS  # the station's own certificate identities: never a device id
 
 REQUEST_TYPE = "bodycam-enrollment-request"
 BUNDLE_TYPE = "bodycam-enrollment-bundle"
@@ -40,7 +41,6 @@ FORMAT_VERSION = 1
 MAX_FILE_BYTES = 64 * 1024
 # Only bundles: a signature over one kind of statement must never pass for another (records, acks).
 BUNDLE_SIGNATURE_DOMAIN = b"bodycam-enrollment-bundle-v1\x00"
-RESERVED_IDS = ("station",)  # the station receiver's own certificate CN
 MIN_MESSAGE_KIB, MAX_MESSAGE_KIB = 64, 256 * 1024 - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _HOST = re.compile(r"[A-Za-z0-9._:-]{1,253}\Z")

@@ -1,9 +1,11 @@
 """``bodycam-station assign --config FILE --device D --officer O``: assign the officer who carries a device.
 
 The station signs the assignment with its acknowledgement key (agent/evidence/assignment.py) and publishes it
-RETAINED at QoS 1 on ``bodycam/D/down/assignment`` through its broker, with the receiver's client certificate
-(user ``station``, which the ACL lets write ``bodycam/+/down/#``) under a client id of its own, so that the
-running receiver's session is not disturbed. The broker keeps the newest assignment per device and hands it
+RETAINED at QoS 1 on ``bodycam/D/down/assignment`` through its broker, with the station tools' own client
+certificate (``broker/station-tools.crt``, user ``station-tools``, which the ACL lets write only
+``bodycam/+/down/assignment``). Not the receiver's: the broker makes a client's id its certificate name, so a
+second connection as ``station`` would push the running receiver off and, with a clean start, discard the
+messages its session holds. The broker keeps the newest assignment per device and hands it
 to the device's uploader at every connect; the device records it once. Only after the broker's PUBACK is the
 assignment stored in the station's index (:meth:`SqliteIndex.add_assignment`), where ``status`` shows it.
 
@@ -31,8 +33,10 @@ from agent.evidence.assignment import Assignment, SignedAssignment, new_serial, 
 from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_device_key
-from firmware_config.station_config import StationConfig
+from firmware_config.station_config import StationConfig, require_broker_tls
+from sync.broker import TOOLS_USER
 from sync.protocol import down_topic
+from sync.station.certificates import broker_folder
 from sync.station.index import technician_index
 from sync.station.model import AssignmentRow
 from sync.station.service import tls_client
@@ -61,12 +65,26 @@ def signed_assignment(config: StationConfig, device: str, officer: str, now_us: 
     return sign_assignment(assignment, key)
 
 
+def tools_tls(config: StationConfig) -> tuple[Path, Path, Path]:
+    """(CA, certificate, key) of the station tools' identity, beside the CA ``broker.ca`` names (where init puts
+    it); KeyFileError saying how to make it when a station set up before it existed lacks it."""
+    ca, _cert, _key = require_broker_tls(config)
+    folder = broker_folder(ca, config.source)
+    cert, key = folder / f"{TOOLS_USER}.crt", folder / f"{TOOLS_USER}.key"
+    for path in (cert, key):
+        if not path.exists():
+            raise KeyFileError(f"station tools' certificate {display_path(path)}: missing; run bodycam-station init "
+                               "--dir <station folder> again to create it, then restart the broker "
+                               "(docs/provisioning.md, Upgrading); nothing published")
+    return ca, cert, key
+
+
 def publish_retained(config: StationConfig, topic: str, payload: bytes, timeout: float = TIMEOUT_S) -> None:
     """Publish ``payload`` retained at QoS 1 and wait for the broker's PUBACK; ProtocolError when it did not
     take it (not reachable, refused the connection, or refused the message)."""
     broker = f"broker {config.broker.host}:{config.broker.port}"
     events: queue.Queue[tuple[str, ReasonCode]] = queue.Queue()
-    client = tls_client(config, f"{config.broker.client_id}-assign-{new_serial()[:8]}")
+    client = tls_client(config, TOOLS_USER, tools_tls(config))
 
     def on_connect(_c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
         events.put(("connected", reason))

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     broker = commands.add_parser(
         "broker-setup", help="write the broker's CA, certificates, ACL and Mosquitto config",
         description="Create (or complete) the station's broker folder: CA, server certificate, the receiver's "
-        "client certificate (CN station), one client certificate per --device (CN = device id), the ACL and "
-        "mosquitto.conf. Existing keys are kept, never overwritten.")
+        "client certificate (CN station), the station tools' (CN station-tools), one client certificate per "
+        "--device (CN = device id), the ACL and mosquitto.conf. Existing keys are kept, never overwritten.")
     broker.add_argument("--dir", type=Path, required=True, help="the broker folder")
     broker.add_argument("--port", type=int, required=True, help="the TLS listener's port")
     broker.add_argument("--bind", default="127.0.0.1", help="the listener's address (default 127.0.0.1)")

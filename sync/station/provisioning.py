@@ -5,11 +5,13 @@
     enroll  --config FILE REQUEST [--out BUNDLE] [--replace] [--broker-host NAME]
     revoke  --config FILE --device ID
 
-``init`` makes DIR/broker (CA, server certificate, the receiver's client certificate, ACL, empty CRL,
-mosquitto.conf: sync/broker.py), the acknowledgement key and DIR/station.toml; nothing existing is replaced,
-and a second run with the same settings changes nothing. ``enroll`` checks a device's request
-(sync/enrollment.py), registers its key, signs its MQTT client certificate and writes the bundle. ``revoke``
-marks the device revoked in the index and puts its certificates on the CRL the broker checks.
+``init`` makes DIR/broker (CA, server certificate, the receiver's and the station tools' client certificates,
+ACL, empty CRL, mosquitto.conf: sync/broker.py), the acknowledgement key and DIR/station.toml; nothing
+existing is replaced, and a second run with the same settings changes nothing; run again on an older station
+it adds what is missing and regenerates the ACL and mosquitto.conf (the upgrade path). ``enroll`` checks a
+device's request (sync/enrollment.py), registers its key, signs its MQTT client certificate and writes the
+bundle. ``revoke`` marks the device revoked in the index and puts its certificates on the CRL the broker
+checks.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from firmware_config.station_config import StationConfig, load_station_config, p
 from firmware_config.toml_write import dumps
 from sync.broker import (
     DEFAULT_MAX_PACKET_BYTES,
-    STATION_USER,
+    RESERVED_IDS,
     certify_client_key,
     write_broker_setup,
     write_if_changed,
@@ -55,8 +57,9 @@ def add_provisioning_commands(commands: argparse._SubParsersAction[UsageParser])
     init = commands.add_parser(
         "init", help="create the station: CA, broker certificates, ACL, CRL, Mosquitto config, ack key, config",
         description="Create (or complete) a station in --dir: broker/ (CA, server certificate, the receiver's "
-        "client certificate, ACL, empty CRL, mosquitto.conf), the acknowledgement key and station.toml. Keys "
-        "and station.toml are never overwritten; a second run with the same settings changes nothing.")
+        "and the station tools' client certificates, ACL, empty CRL, mosquitto.conf), the acknowledgement key "
+        "and station.toml. Keys and station.toml are never overwritten; a second run with the same settings "
+        "changes nothing; on an older station it adds what is missing and regenerates the broker's config.")
     init.add_argument("--dir", type=Path, required=True, help="the station's folder")
     init.add_argument("--host", action="append", default=[], help="a name or address devices reach the broker "
                       "at (repeatable; the first goes into bundles; default localhost and 127.0.0.1)")
@@ -192,6 +195,10 @@ def station_init(args: argparse.Namespace) -> int:
         print(f"created {display_path(path)}")
     for path in changed:
         print(f"updated {display_path(path)}")
+    if files.conf in changed:
+        # Listener settings (use_username_as_clientid among them) are read at start only, not on SIGHUP.
+        print("the broker's config changed: restart the broker (systemctl restart bodycam-broker); a reload does "
+              "not apply it")
     print(f"station config {display_path(toml_path)}")
     print(f"broker: mosquitto -c {display_path(files.conf)}  (port {port}, devices reach it as {hosts[0]})")
     print(f"CA fingerprint (SHA-256) {_cert_fingerprint(files.ca_cert.read_bytes())}")
@@ -217,6 +224,10 @@ def _bundle_host(broker: Path, explicit: str | None) -> str:
 def _enroll(config: StationConfig, args: argparse.Namespace) -> int:
     request = parse_request(read_json_file(args.request, "enrolment request"), display_path(args.request))
     device = request.device_id
+    if device == config.broker.client_id:
+        # The broker keys sessions by client id: under the receiver's it could resume what was queued for it.
+        raise UsageError(f"device {device}: the receiver's client id ({config.source}: key 'broker.client_id'); "
+                         "a device cannot have it; nothing enrolled")
     broker = broker_folder(config.broker.ca, config.source)
     ca = StationCA.load(broker)
     ack_key = load_device_key(config.key)
@@ -273,7 +284,7 @@ _RELOAD_HINT = ("reload the broker so it refuses them: systemctl reload bodycam-
 
 def _revoke(config: StationConfig, args: argparse.Namespace) -> int:
     device = args.device
-    if device == STATION_USER or not DEVICE_ID_PATTERN.match(device):
+    if device in RESERVED_IDS or not DEVICE_ID_PATTERN.match(device):
         raise UsageError(f"--device {device!r}: not a device id")
     broker = broker_folder(config.broker.ca, config.source)
     ca = StationCA.load(broker)

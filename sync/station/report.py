@@ -15,6 +15,7 @@ from agent.errors import UsageError
 from agent.evidence.keys import fingerprint, public_key_raw
 from agent.timeline import utc
 from firmware_config.station_config import OverdueSettings
+from sync.broker import RESERVED_IDS
 from sync.station.index import Index
 from sync.station.model import CHECK_KINDS, FORK, GAP, ROLLBACK, DeviceRow, HealthRow, ProblemRow
 from sync.station.problems import printable
@@ -26,6 +27,9 @@ SHOWN_FINDINGS = 10
 
 def enroll_device(index: Index, device: str, public_key: Ed25519PublicKey, now_us: int, replace: bool) -> str:
     """Enroll (or with ``replace``, re-enroll) a device's public key; returns what was done, in words."""
+    if device in RESERVED_IDS:
+        raise UsageError(f"device {device}: reserved for the station's own identities ({', '.join(RESERVED_IDS)}); "
+                         "nothing enrolled")
     raw = public_key_raw(public_key)
     row = DeviceRow(device, raw.hex(), fingerprint(raw), now_us, revoked=False)
     existing = index.device(device)

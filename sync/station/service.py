@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -51,14 +52,16 @@ class Incoming:
     received_us: int
 
 
-def tls_client(config: StationConfig, client_id: str) -> mqtt.Client:
-    """An MQTT 5 client with the station's TLS files; ConfigError naming the keys when they cannot be loaded."""
-    ca, cert, key = require_broker_tls(config)
+def tls_client(config: StationConfig, client_id: str, tls: tuple[Path, Path, Path] | None = None) -> mqtt.Client:
+    """An MQTT 5 client with the receiver's TLS files (or ``tls``: CA, certificate, key); ConfigError naming the
+    keys when they cannot be loaded."""
+    ca, cert, key = tls or require_broker_tls(config)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     try:
         client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
     except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"{config.source}: keys 'broker.ca/cert/key': cannot load the TLS files ({exc})") from None
+        named = "keys 'broker.ca/cert/key'" if tls is None else f"{cert}, {key}"
+        raise ConfigError(f"{config.source}: {named}: cannot load the TLS files ({exc})") from None
     # A failing callback would otherwise end the network thread, and with it every reconnect.
     client.suppress_exceptions = True
     return client

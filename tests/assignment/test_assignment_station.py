@@ -4,6 +4,7 @@ what it refuses without publishing anything."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,14 +99,23 @@ def test_unknown_revoked_and_unreachable_are_refused_with_nothing_published(
     }))
     code, err = assign(away, "cam-0003", "C2")
     assert code == 2 and "cannot connect" in err, err
-    # A certificate the ACL does not let write the device's down topics (a device's): the broker refuses it.
-    ca, cert, key = world.broker.client_tls("cam-0009")
-    denied = tmp_path / "denied.toml"
-    denied.write_text(dump_toml({
+    # A station folder without the tools' certificate (set up before it existed): refused, saying how to make it.
+    bare = tmp_path / "bare-broker"
+    bare.mkdir()
+    shutil.copy(config.broker.ca, bare / "ca.crt")
+    old = tmp_path / "old.toml"
+    old.write_text(dump_toml({
         "station": {"id": "station-t", "data": str(world.data), "key": str(world.station_key_path)},
-        "broker": {"host": "127.0.0.1", "port": world.broker.port, "ca": str(ca), "cert": str(cert), "key": str(key)},
+        "broker": {"host": "127.0.0.1", "port": world.broker.port, "ca": str(bare / "ca.crt"),
+                   "cert": str(config.broker.cert), "key": str(config.broker.key)},
     }))
-    code, err = assign(denied, "cam-0003", "C3")
+    code, err = assign(old, "cam-0003", "C3")
+    assert code == 2 and "station-tools.crt: missing; run bodycam-station init" in err, err
+    # A tools certificate the ACL does not let write the device's down topics (a device's): the broker refuses it.
+    _ca, cert, key = world.broker.client_tls("cam-0009")
+    shutil.copy(cert, bare / "station-tools.crt")
+    shutil.copy(key, bare / "station-tools.key")
+    code, err = assign(old, "cam-0003", "C3")
     assert code == 2 and "Not authorized" in err and "not taken" in err, err
     assert latest_assignments(world.data / "index.sqlite") == {}
     for device in ("cam-0404", "cam-0002", "cam-0003"):

@@ -98,7 +98,9 @@ def test_health_reaches_a_station_that_connects_later_and_status_shows_it(world:
     text = world.station_cli("status", check=False).stdout
     assert "  health: ok: all checks passed (reported 20" in text and "s ago, clock trusted)" in text
 
-    # The broker keeps the newest report for any later subscriber (e.g. a station rebuilt from scratch).
+    # The broker keeps the newest report for any later subscriber (e.g. a station rebuilt from scratch). One
+    # connection per certificate identity: the receiver goes first, or the reader would push it off.
+    assert world.stop_station() == 0
     late = connect(world.broker, "station", client_id="station-late-reader")
     late.subscribe_wait(up_topic("+", "health"))
     delivery = late.next_message(5)

@@ -51,6 +51,8 @@ def _other_csr(device: str) -> str:
     ({"version": True}, "version", "is not 1"),
     ({"extra": 1}, "extra", "unknown"),
     ({"device_id": "station"}, "device_id", "not a device/station id"),
+    ({"device_id": "station-tools"}, "device_id", "not station, station-tools, bodycam-station"),
+    ({"device_id": "bodycam-station"}, "device_id", "not a device/station id"),
     ({"device_id": "a/b"}, "device_id", "not a device/station id"),
     ({"public_key": seeded_key(2).public_raw.hex()}, "fingerprint", "not the SHA-256 of public_key"),
     ({"fingerprint": seeded_key(2).fingerprint}, "fingerprint", "not the SHA-256 of public_key"),

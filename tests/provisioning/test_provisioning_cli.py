@@ -212,3 +212,58 @@ def test_revoke_then_reenrol_needs_replace_and_issues_a_new_certificate(
     assert station_state(enrolled) == before
     assert enroll(enrolled, "cam-1", "device", "--replace") == 0
     assert len(list(issued.iterdir())) == 2
+
+
+@pytest.mark.parametrize("reserved", ["station", "station-tools", "bodycam-station"])
+def test_the_stations_identity_names_are_never_a_device_id(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], reserved: str) -> None:
+    """Each is a certificate name, and so a client id, on the station's broker (issue 12, fault 3)."""
+    assert station_init(tmp_path) == 0
+    assert device_init(tmp_path, reserved) == 2
+    assert "reserved for the station" in capsys.readouterr().err
+    assert not (tmp_path / "device").exists()
+    pub = tmp_path / "some.pub"
+    assert station(["show-key", "--config", str(tmp_path / "station" / "station.toml")]) == 0
+    pub.write_text(capsys.readouterr().out)
+    assert station(["add-device", "--config", str(tmp_path / "station" / "station.toml"), "--device", reserved,
+                    "--pubkey", str(pub)]) == 2
+    assert f"device {reserved}: reserved for the station's own identities" in capsys.readouterr().err
+
+
+def test_enroll_refuses_the_receivers_configured_client_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert station_init(tmp_path) == 0
+    toml = tmp_path / "station" / "station.toml"
+    toml.write_text(toml.read_text().replace("[broker]\n", '[broker]\nclient_id = "rx-1"\n'))
+    assert device_init(tmp_path, "rx-1") == 0
+    before = station_state(tmp_path)
+    capsys.readouterr()
+    assert enroll(tmp_path, "rx-1") == 2
+    assert "device rx-1: the receiver's client id" in capsys.readouterr().err
+    assert station_state(tmp_path) == before and not (tmp_path / "rx-1.bundle.json").exists()
+
+
+def test_init_again_upgrades_a_station_made_before_client_ids_were_fixed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented upgrade (docs/provisioning.md): a bare second init adds the tools' certificate and
+    rewrites the ACL and mosquitto.conf, says the broker needs a restart, and keeps every key."""
+    assert station_init(tmp_path) == 0
+    broker = tmp_path / "station" / "broker"
+    for name in ("station-tools.crt", "station-tools.key"):
+        (broker / name).unlink()
+    conf, acl = broker / "mosquitto.conf", broker / "acl"
+    conf.write_text(conf.read_text().replace("use_username_as_clientid true\n", ""))
+    acl.write_text(acl.read_text().replace("user station-tools\ntopic write bodycam/+/down/assignment\n", ""))
+    keys = {p: p.read_bytes() for p in broker.glob("*.key")}
+    capsys.readouterr()
+
+    assert station(["init", "--dir", str(tmp_path / "station")]) == 0
+
+    out = capsys.readouterr().out
+    for line in (f"created {broker / 'station-tools.crt'}", f"created {broker / 'station-tools.key'}",
+                 f"updated {acl}", f"updated {conf}", "restart the broker (systemctl restart bodycam-broker)"):
+        assert line in out, out
+    assert "use_username_as_clientid true" in conf.read_text() and "user station-tools" in acl.read_text()
+    assert {p: p.read_bytes() for p in keys} == keys
+    assert stat.S_IMODE((broker / "station-tools.key").stat().st_mode) == 0o600
+    assert station(["init", "--dir", str(tmp_path / "station")]) == 0
+    assert "already initialised; nothing changed" in capsys.readouterr().out

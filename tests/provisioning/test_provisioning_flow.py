@@ -15,7 +15,15 @@ from helpers import stand_in_store, wait_for
 
 from agent.evidence.keys import load_device_key, public_key_pem
 from firmware_config.device_config import load_device_config
-from sync.broker import STATION_USER, BrokerFiles, create_ca, free_port, issue_certificate, write_pem_files
+from sync.broker import (
+    TOOLS_USER,
+    BrokerFiles,
+    create_ca,
+    free_port,
+    issue_certificate,
+    issue_device_certificate,
+    write_pem_files,
+)
 
 BIN = Path(sys.executable).parent
 DEVICE = "cam-a"
@@ -42,7 +50,7 @@ class InitBroker(MosquittoBroker):
             folder=folder, ca_cert=folder / "ca.crt", ca_key=folder / "ca.key", server_cert=folder / "server.crt",
             server_key=folder / "server.key", station_cert=folder / "station.crt",
             station_key=folder / "station.key", clients={}, acl=folder / "acl", conf=folder / "mosquitto.conf",
-            crl=folder / "crl.pem",
+            tools_cert=folder / "station-tools.crt", tools_key=folder / "station-tools.key", crl=folder / "crl.pem",
         )
 
     def reload(self) -> None:
@@ -113,12 +121,21 @@ def test_station_init_device_init_enroll_apply_sync_then_foreign_and_revoked_ref
 
         # Revocation: a connection opened before it survives a reload (documented); new handshakes do not.
         still_open = connect(broker, DEVICE, tls=device_tls(device_dir), client_id=f"{DEVICE}-open")
+        # The reload is seen through a second revoked certificate of another name: a probe with DEVICE's own
+        # certificate accepted before the reload would push still_open off (client id = certificate name).
+        probe_cert, probe_key = issue_device_certificate(station_dir / "broker", "cam-probe")
+        probe = (device_dir / "ca.pem", probe_cert, probe_key)
+        assert broker.accepts(probe)
         out = run("bodycam-station", "revoke", "--config", str(config), "--device", DEVICE)
         assert "reload the broker" in out
+        run("bodycam-station", "revoke", "--config", str(config), "--device", "cam-probe")
         broker.reload()
-        wait_for(lambda: not broker.accepts(device_tls(device_dir)), 10, "the revoked certificate to be refused")
+        wait_for(lambda: not broker.accepts(probe), 10, "the revoked certificates to be refused")
+        assert not broker.accepts(device_tls(device_dir))
         assert "certificate verify failed" in broker.log_tail(50)
-        connect(broker, STATION_USER).close()  # the station's own certificate is not on the list
+        # The station's own certificates are not on the list (the tools' here: one as "station" would push the
+        # running receiver off, the client id being the certificate's name).
+        connect(broker, TOOLS_USER).close()
         # The device's own uploader says what a refused handshake may mean, that there was no connection, and that
         # the earlier sync acknowledged everything.
         refused = run("bodycam-sync", "--config", str(device_dir / "device.toml"), "--once", "--timeout", "4",

@@ -45,7 +45,7 @@ def test_defaults() -> None:
     assert (config.station_id, config.data, config.key) == ("st-1", Path("/srv/data"), Path("/srv/key"))
     assert config.broker == BrokerSettings()
     assert (config.broker.port, config.broker.client_id, config.broker.session_expiry_seconds,
-            config.broker.keepalive_seconds) == (8883, "bodycam-station", 86400, 30)
+            config.broker.keepalive_seconds) == (8883, "station", 86400, 30)
     assert (config.max_message_bytes, config.max_pending_records) == (4 * 1024 * 1024, 10_000)
     assert config.deadline == DeadlineSettings(2, frozenset({5, 6}), frozenset(), "UTC")
     assert config.index_path == Path("/srv/data/index.sqlite")

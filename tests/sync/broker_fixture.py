@@ -25,7 +25,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sync.broker import STATION_USER, BrokerFiles, free_port, issue_device_certificate, write_broker_setup
+from sync.broker import (
+    STATION_USER,
+    TOOLS_USER,
+    BrokerFiles,
+    free_port,
+    issue_device_certificate,
+    write_broker_setup,
+)
 
 MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")  # Debian installs it outside a normal user's PATH
 START_TIMEOUT_S = 10.0
@@ -194,7 +201,9 @@ class MosquittoBroker:
             if not self.running:
                 raise RuntimeError(f"mosquitto exited at start (code {self._exit_code()}):\n{self.log_tail()}")
             try:
-                connect(self, STATION_USER, client_id=f"probe-{os.getpid()}", track=False, timeout=2.0).close()
+                # As the station tools: as "station" the probe would push a running receiver off (client id =
+                # certificate name) and its clean start would discard the receiver's session.
+                connect(self, TOOLS_USER, track=False, timeout=2.0).close()
                 return
             except (BrokerConnectError, OSError, TimeoutError) as exc:
                 last = str(exc)
@@ -230,9 +239,11 @@ class MosquittoBroker:
         self.start()
 
     def client_tls(self, user: str) -> tuple[Path, Path, Path]:
-        """(CA certificate, client certificate, client key) for the station or a device id."""
+        """(CA certificate, client certificate, client key) for the station, its tools or a device id."""
         if user == STATION_USER:
             return self.files.ca_cert, self.files.station_cert, self.files.station_key
+        if user == TOOLS_USER:
+            return self.files.ca_cert, self.files.tools_cert, self.files.tools_key
         cert, key = self.files.clients.get(user) or issue_device_certificate(self.folder, user)
         return self.files.ca_cert, cert, key
 

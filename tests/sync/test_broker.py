@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 from agent.errors import ConfigError, KeyFileError
 from sync.broker import (
     STATION_USER,
+    TOOLS_USER,
     acl_text,
     create_ca,
     issue_certificate,
@@ -70,7 +71,9 @@ def test_setup_is_idempotent_and_never_replaces_a_key(tmp_path: Path) -> None:
     assert stat.S_IMODE(second.clients["dev-b"][0].stat().st_mode) == 0o644
 
 
-@pytest.mark.parametrize("device_id", [STATION_USER, "", "a/b", "dev+1", "dev#", "-dev", "x" * 65])
+@pytest.mark.parametrize(
+    "device_id", [STATION_USER, TOOLS_USER, "bodycam-station", "", "a/b", "dev+1", "dev#", "-dev", "x" * 65],
+)
 def test_setup_refuses_reserved_and_invalid_device_ids(tmp_path: Path, device_id: str) -> None:
     with pytest.raises(ConfigError, match="device id"):
         write_broker_setup(tmp_path / "setup", port=18883, devices=[device_id])
@@ -121,6 +124,8 @@ def test_acl_text_is_the_topic_contract() -> None:
         "user station",
         "topic read bodycam/+/up/#",
         "topic write bodycam/+/down/#",
+        "user station-tools",
+        "topic write bodycam/+/down/assignment",
         "pattern write bodycam/%u/up/#",
         "pattern read bodycam/%u/down/#",
     ]
@@ -134,10 +139,14 @@ def test_conf_text_sets_the_limits_and_mutual_tls(tmp_path: Path) -> None:
     lines = set(text.splitlines())
     for expected in (
         "per_listener_settings false", "listener 8883 0.0.0.0", "require_certificate true",
-        "use_identity_as_username true", "allow_anonymous false", f"acl_file {tmp_path / 'acl'}",
+        "use_identity_as_username true", "use_username_as_clientid true", "allow_anonymous false",
+        f"acl_file {tmp_path / 'acl'}",
         "max_packet_size 65536", "max_queued_messages 10000", "max_queued_bytes 536870912", "persistence false",
     ):
         assert expected in lines
+    # A listener setting in Mosquitto 2.0: it takes effect only below the listener line.
+    ordered = text.splitlines()
+    assert ordered.index("use_username_as_clientid true") > ordered.index("listener 8883 0.0.0.0")
     with pytest.raises(ConfigError, match="max_packet_size"):
         mosquitto_conf_text(
             port=8883, bind="0.0.0.0", cafile=tmp_path, certfile=tmp_path, keyfile=tmp_path, aclfile=tmp_path,
