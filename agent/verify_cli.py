@@ -22,7 +22,7 @@ from pathlib import Path
 
 from agent.cliargs import UsageParser, silence_closed_stdout
 from agent.errors import BodycamError
-from agent.evidence.archive import ARCHIVE, DEVICE_STORE, MODE_WORDS
+from agent.evidence.archive import ARCHIVE, ARCHIVE_PURGED_MISSING, DEVICE_STORE, MODE_WORDS
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
 from agent.evidence.store import read_records
@@ -98,6 +98,10 @@ def render_text(report: Report) -> str:
     lines.extend(_routine_lines(report))
     lines.extend(f"PROBLEM {printable(str(problem))}" for problem in report.problems)
     lines.append(f"verified {MODE_WORDS[report.mode]}")
+    if report.mode == ARCHIVE and any(ARCHIVE_PURGED_MISSING in str(p) for p in report.problems):
+        # A newcomer verifying a device's own store lands here: say how, without excusing anything by default.
+        lines.append("hint: if PATH is a device's own store (not the station's copy or a copy of it), its purged "
+                     "files are gone by design: verify it with --device-store")
     if report.intact:
         lines.append(f"INTACT: {report.records} records verified, head seq {report.last_seq} {report.head_link}")
     else:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 ARCHIVE = "archive"
 DEVICE_STORE = "device-store"
 MODES = (ARCHIVE, DEVICE_STORE)
+# How an archive's problem for a file the device purged begins (verify.py), so a reader can point to the mode.
+ARCHIVE_PURGED_MISSING = "file missing from this archive copy"
 STATION_ACKS_FILE = "station-acks.jsonl"
 MODE_WORDS = {
     ARCHIVE: "as an archive: every file a record names must be here, purged by the device or not",

@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import RecordFormatError, StoreError, VerificationError
+from agent.evidence.archive import ARCHIVE_PURGED_MISSING
 from agent.evidence.encoding import GENESIS_PREV
 from agent.evidence.fsutil import display_path, sha256_file_ranges
 from agent.evidence.keys import fingerprint, public_key_from_hex, public_key_raw, verify_signature
@@ -429,7 +430,7 @@ def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: i
         anchor = claim if claim is not None else chain.checkpoints[name][0]
         if error is not None:
             if name in chain.purged and error == "file missing":
-                error = (f"file missing from this archive copy; the device purged its own copy (purge seq "
+                error = (f"{ARCHIVE_PURGED_MISSING}; the device purged its own copy (purge seq "
                          f"{chain.purged_by[name]}), so this copy was the one left")
             chain.problem(error, anchor.seq, label, anchor.line)
             continue

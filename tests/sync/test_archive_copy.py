@@ -91,8 +91,10 @@ def test_device_store_mode_is_refused_on_a_station_copy(purged_copy: tuple[Path,
     device = verify(store, "--pubkey", pub, "--device-store")
     assert device.returncode == 0, device.stdout
     assert "verified as a device's own store" in device.stdout
-    # ... and not as an archive, which it is not.
-    assert verify(store, "--pubkey", pub).returncode == 1
+    # ... and not as an archive, which it is not; the verdict says how to verify a device's own store.
+    archive = verify(store, "--pubkey", pub)
+    assert archive.returncode == 1
+    assert "hint: if PATH is a device's own store" in archive.stdout and "--device-store" in archive.stdout
 
 
 def test_station_key_checks_the_acks_the_copy_carries(world: SyncWorld,
