@@ -71,6 +71,8 @@ from sync.station.transfer import FileTransfer, TransferLimits, TransferResult
 log = logging.getLogger(__name__)
 FAULT_ENV = "BODYCAM_STATION_FAULT"
 NO_SESSION = "none"
+# The station answers a hello at once: a t3 later than this after t2 was not the station's.
+MAX_REPLY_US = 60_000_000
 
 
 class Receiver:
@@ -359,6 +361,15 @@ class Receiver:
     def _clock(self, device: DeviceRow, payload: bytes) -> list[Outgoing]:
         report = ClockReport.decode(payload)
         stamps = (report.t1_us, report.t2_us, report.t3_us, report.t4_us)
+        opened = self.index.session(device.id, report.session)
+        if opened is not None and (opened.t1_us, opened.t2_us) != (report.t1_us, report.t2_us):
+            # t2 is the station's own stamp and t1 the hello's: a report that changes them would choose its
+            # own clock offset (which judges its deadlines), so it is refused.
+            raise ProtocolError(f"clock: session {report.session}: t1/t2 are not those of its hello "
+                                f"({opened.t1_us}/{opened.t2_us})")
+        if not report.t2_us <= report.t3_us <= report.t2_us + MAX_REPLY_US or report.t4_us < report.t1_us:
+            raise ProtocolError(f"clock: session {report.session}: t3 must follow t2 within {MAX_REPLY_US} us and "
+                                "t4 follow t1")
         if not self.index.set_clock(device.id, report.session, stamps, report.offset_us, report.delay_us):
             raise ProtocolError(f"clock: device {device.id} session {report.session} was never opened by a hello")
         log.info("device %s session %s: clock offset %d us, network delay %d us", device.id, report.session,

@@ -21,7 +21,7 @@ from agent.evidence.keys import DeviceKey
 from agent.evidence.record import parse_line
 from agent.evidence.store import StoreLayout, read_records
 from agent.evidence.verify import verify_store
-from sync.protocol import ClockReport, Done, ErrorNotice, Hello, down_topic
+from sync.protocol import ClockReport, Done, ErrorNotice, Hello, down_topic, up_topic
 from sync.station.model import DeviceRow
 
 DEVICE = "dev-0001"
@@ -97,13 +97,27 @@ def test_first_hello_reports_nothing_held(station: Station) -> None:
 
 def test_clock_offset_and_delay_from_the_four_stamps(station: Station) -> None:
     station.enroll(DEVICE, seeded_key(1))
-    station.send(DEVICE, "hello", Hello("s1", 1_000).encode())
+    station.receiver.handle(up_topic(DEVICE, "hello"), Hello("s1", 1_000).encode(), received_us=5_000)
     # The device is 3.9 ms behind; 0.2 ms of the 0.4 ms round trip was the station's own processing.
     assert station.send(DEVICE, "clock", ClockReport("s1", 1_000, 5_000, 5_200, 1_400).encode()) == []
     row = station.index.session(DEVICE, "s1")
     assert row is not None
     assert (row.t1_us, row.t2_us, row.t3_us, row.t4_us) == (1_000, 5_000, 5_200, 1_400)
     assert (row.offset_us, row.delay_us) == (3_900, 200)
+
+
+def test_a_clock_report_cannot_change_the_stations_own_stamps(station: Station) -> None:
+    """t2 is the station's stamp: a device that rewrites it (or t1, or a t3 far after t2) would choose its
+    own clock offset, and with it how its deadlines are judged."""
+    station.enroll(DEVICE, seeded_key(1))
+    station.receiver.handle(up_topic(DEVICE, "hello"), Hello("s1", 1_000).encode(), received_us=5_000)
+    for stamps in ((1_000, 9_000_000_000, 9_000_000_100, 1_400), (2_000, 5_000, 5_200, 1_400),
+                   (1_000, 5_000, 5_000 + 3_600_000_000, 1_400), (1_000, 5_000, 5_200, 900)):
+        out = station.send(DEVICE, "clock", ClockReport("s1", *stamps).encode())
+        [notice] = [ErrorNotice.decode(m.payload) for m in out if m.topic == down_topic(DEVICE, "error")]
+        assert notice.reason.startswith("clock: session s1: "), notice
+    row = station.index.session(DEVICE, "s1")
+    assert row is not None and row.offset_us is None
 
 
 def test_clock_for_a_session_never_opened_is_rejected(station: Station) -> None:
