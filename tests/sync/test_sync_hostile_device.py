@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import wait_for
 from sync_world import SyncWorld
-from test_sync_adversarial import RawDevice, make_store, running_world
+from test_sync_adversarial import DeviceStore, RawDevice, make_store, running_world
 
 from agent.evidence.encoding import MAX_SAFE_INTEGER
 from agent.evidence.ledger import Ledger
@@ -40,6 +40,18 @@ def other_device_syncs(world: SyncWorld, tmp_path: Path) -> None:
     result = world.sync_once(config, timeout=40)
     assert result.returncode == 0, result.stdout + result.stderr + world.log_text()[-3000:]
     assert world.query("SELECT count(*) FROM files WHERE device = ?", OTHER) == [(1,)]
+
+
+def records_in_then_station_stopped(world: SyncWorld, tmp_path: Path) -> tuple[DeviceStore, RawDevice]:
+    """dev-a's records (one segment among them) stored, its file not sent, and the receiver stopped."""
+    store = make_store(tmp_path / "a", DEVICE, records=4, segments={3: 9000})
+    running_world(world, store)
+    device = RawDevice(world)
+    device.clock(device.hello())
+    device.records(store.lines())
+    device.barrier()
+    world.stop_station()
+    return store, device
 
 
 def huge_chunk(device: RawDevice, name: str, size: int, offset: int) -> None:
@@ -86,13 +98,7 @@ def test_a_chunk_past_the_claimed_size_of_a_real_claim_is_refused(world: SyncWor
 
 def test_a_message_the_receiver_fails_on_is_set_aside_and_the_rest_goes_on(world: SyncWorld,
                                                                              tmp_path: Path) -> None:
-    store = make_store(tmp_path / "a", DEVICE, records=4, segments={3: 9000})
-    running_world(world, store)
-    device = RawDevice(world)
-    device.clock(device.hello())
-    device.records(store.lines())
-    device.barrier()
-    world.stop_station()
+    store, device = records_in_then_station_stopped(world, tmp_path)
     # A receiver bug that a chunk triggers (injected): the chunk is set aside, reported against the device that
     # sent it, answered, and settled with the broker; the receiver keeps serving.
     world.start_station(fault=f"raise-on-chunk:{DEVICE}")
@@ -176,13 +182,7 @@ def test_a_rolled_back_device_is_seen_by_the_station_and_told_plainly(world: Syn
 
 def test_a_message_that_kills_the_receiver_is_set_aside_after_its_second_death(world: SyncWorld,
                                                                                 tmp_path: Path) -> None:
-    store = make_store(tmp_path / "a", DEVICE, records=4, segments={3: 9000})
-    running_world(world, store)
-    device = RawDevice(world)
-    device.clock(device.hello())
-    device.records(store.lines())
-    device.barrier()
-    world.stop_station()
+    store, device = records_in_then_station_stopped(world, tmp_path)
     [file] = store.files()
     # A chunk that kills the process outright (injected): no exception is seen, the broker redelivers it.
     world.start_station(fault=f"die-on-chunk:{DEVICE}")
