@@ -262,7 +262,7 @@ def enroll(workdir: Path, config: Path, device_id: str) -> Path:
     pub = workdir / device_id / "device.pub"
     key = load_or_create_device_key(workdir / device_id / "device.key")
     pub.write_text(public_key_pem(key.public_key))
-    station_cli("add-device", "--config", str(config), "--device-id", device_id, "--pubkey", str(pub))
+    station_cli("add-device", "--config", str(config), "--device", device_id, "--pubkey", str(pub))
     return pub
 
 
