@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import tomllib
 from collections.abc import Callable
@@ -142,3 +143,20 @@ def vouched_files(store: Path) -> list[DeviceFile]:
             size = body["length"] if signed.record.type == "recovery" else body["size"]
             found.append(DeviceFile(str(body["file"]), str(body["sha256"]), int(size), signed.seq))
     return found
+
+
+def writable(path: Path) -> Path:
+    """What root (or the station's user, on purpose) can do to sealed evidence: open the folder holding
+    ``path`` and the file itself for writing. Tests that tamper use it, so they also run as a plain user."""
+    os.chmod(path.parent, 0o750)
+    os.chmod(path, 0o644)
+    return path
+
+
+def writable_tree(root: Path) -> Path:
+    """A copy of a station folder made writable for its new owner (``shutil.copytree`` keeps the modes)."""
+    for folder, _dirs, files in os.walk(root):
+        os.chmod(folder, 0o750)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    return root

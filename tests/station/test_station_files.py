@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import writable
 from station_support import DeviceSide, Station, StoreFactory, statuses
 
 from sync.protocol import FileOffer
@@ -171,7 +172,7 @@ def test_a_ledger_copy_longer_than_the_index_is_cut_back_and_kept_aside(station:
     side = records_sent(station, make_store)
     ledger = station.device_root(DEVICE) / "ledger.jsonl"
     stored = ledger.read_bytes()
-    with open(ledger, "ab") as handle:
+    with open(writable(ledger), "ab") as handle:
         handle.write(b'{"half a line')  # as if the index write had not happened before a crash
     station.restart()
     assert ledger.read_bytes() == stored

@@ -6,11 +6,10 @@ way someone with access to the data folder would.
 
 from __future__ import annotations
 
-import os
 import stat
-from pathlib import Path
 
 import pytest
+from helpers import writable
 from station_support import DeviceSide, Station, StoreFactory
 
 from sync.station import cli
@@ -37,13 +36,6 @@ def second_file(station: Station) -> FileRow:
     row = station.index.stored_file(DEVICE, "segments/000002.bin") or next(
         r for r in station.index.files_after(("", ""), 10) if r.name.startswith("segments/000002"))
     return row
-
-
-def writable(path: Path) -> Path:
-    """What root (or the station's user, on purpose) can do: open the folder and the file for writing."""
-    os.chmod(path.parent, 0o750)
-    os.chmod(path, 0o644)
-    return path
 
 
 def test_a_clean_store_scrubs_clean(station: Station, make_store: StoreFactory) -> None:

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, writable_tree
 from sync_world import BIN, SyncWorld
 from test_sync_end_to_end import DEVICE, enrolled_store, segment_files, simulated_store
 
@@ -33,7 +33,7 @@ def purged_copy(world: SyncWorld, tmp_path: Path) -> tuple[Path, Path, Path]:
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list((store / "segments").iterdir())
     copy = tmp_path / "copy"
-    shutil.copytree(world.device_copy(DEVICE), copy)
+    writable_tree(Path(shutil.copytree(world.device_copy(DEVICE), copy)))
     assert any(r.record.type == "purge" for r in read_records(copy)), "the copy holds the device's purge records"
     return copy, tmp_path / f"{DEVICE}.pub", store
 
