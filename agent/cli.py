@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent.camera.base import CameraSettings
+from agent.camera.factory import BACKENDS
 from agent.cliargs import UsageParser, device_id_arg
 from agent.errors import BodycamError, ConfigError, SelfTestError
 from agent.evidence.fsutil import display_path
@@ -31,7 +32,6 @@ from agent.stopping import StopRequest
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SELFTEST = 3  # the self-test failed: the unit's RestartPreventExitStatus= (agent/health/startup.py)
 DEFAULT_DEVICE_ID = "sim-0001"
-BACKENDS = ("synthetic", "opencv", "picamera2")
 
 
 def _bounded(name: str, convert: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.camera.base import CameraSettings
+from agent.camera.factory import BACKENDS
 from agent.controls.config import ControlsConfig
 from agent.controls.config import from_mapping as controls_from_mapping
 from agent.errors import ConfigError
 from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
-from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
 from agent.health.config import HealthConfig
 from agent.health.config import from_mapping as health_from_mapping
 from agent.recorder.storage import StorageThresholds
@@ -42,7 +43,6 @@ from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 
 MIB = 1024 * 1024
 KIB = 1024
-BACKENDS = ("synthetic", "opencv", "picamera2")
 # A chunk message is the MQTT PUBLISH framing (fixed header, topic, properties), the chunk header line (at
 # most MAX_CHUNK_HEADER_BYTES, which the station enforces, then LF) and the chunk's bytes.
 CHUNK_FRAMING_BYTES = PUBLISH_OVERHEAD_BYTES + MAX_CHUNK_HEADER_BYTES + 1
@@ -208,12 +208,13 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
             raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
     reasons = workflow["stop_reasons"]
     _check_stop_reasons(reasons, source)
-    for key, value in (("device.officer", device["officer"]), ("device.store", device["store"]),
-                       ("device.key", device["key"]), ("control_socket.path", values["control_socket"]["path"])):
-        # An empty path would be the working directory; the officer is named in every record.
-        if not value.strip() or not value.isprintable() or (key == "device.officer" and len(value) > 64):
-            limit = " of 1-64 characters" if key == "device.officer" else ""
-            raise refusal(source, key, value, f"non-empty printable text{limit}")
+    if officer_problem(device["officer"]) is not None:  # the officer is named in every record
+        raise refusal(source, "device.officer", device["officer"],
+                      f"non-empty printable text of 1-{MAX_OFFICER_CHARS} characters")
+    for key, value in (("device.store", device["store"]), ("device.key", device["key"]),
+                       ("control_socket.path", values["control_socket"]["path"])):
+        if not value.strip() or not value.isprintable():  # an empty path would be the working directory
+            raise refusal(source, key, value, "non-empty printable text")
     _cross_checks(values, source)
     profiles_dir = Path(workflow["profiles"]) if workflow["profiles"] else None
     try:

@@ -19,7 +19,7 @@ from agent.errors import CameraError
 log = logging.getLogger(__name__)
 
 ENV_VAR = "BODYCAM_CAMERA"
-BACKENDS = ("synthetic", "opencv", "picamera2")
+BACKENDS = ("synthetic", "opencv", "picamera2")  # the names _backend_class knows; the config and CLI offer these
 
 
 def _backend_class(name: str) -> Callable[..., Camera]:

@@ -32,7 +32,7 @@ from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
 from agent.evidence.ledger import Ledger
-from agent.evidence.record import DEVICE_ID_PATTERN, SignedRecord, parse_line
+from agent.evidence.record import DEVICE_ID_PATTERN, SignedRecord, officer_problem, parse_line
 from agent.evidence.signed_line import parse_signed_line
 from agent.evidence.store import StoreLayout
 
@@ -40,19 +40,9 @@ ASSIGNMENT_VERSION = 1
 ASSIGNMENT_DOMAIN = b"bodycam/station/v1/assignment\x00"
 ASSIGNMENT_KIND = "officer-assigned"  # the event record's kind
 MAX_ASSIGNMENT_BYTES = 4 * 1024
-MAX_OFFICER_CHARS = 64
 DOCK = "dock"
 _SERIAL = re.compile(r"[0-9a-f]{32}\Z")
 _FIELDS = frozenset({"v", "type", "station", "key", "device", "officer", "issued_wall_us", "serial"})
-
-
-def officer_problem(officer: object) -> str | None:
-    """Why ``officer`` is not a usable officer id (the rule of the device config's ``device.officer``)."""
-    if not isinstance(officer, str):
-        return "the officer id must be text"
-    if not officer.strip() or not officer.isprintable() or len(officer) > MAX_OFFICER_CHARS:
-        return f"the officer id {officer[:80]!r} is not printable text of 1-{MAX_OFFICER_CHARS} characters"
-    return None
 
 
 def new_serial() -> str:

@@ -38,7 +38,7 @@ from agent.evidence.ack import Ack, SignedAck, parse_ack, verify_ack
 from agent.evidence.clock import Clock, SystemClock
 from agent.evidence.fsutil import fsync_dir, sha256_file
 from agent.evidence.ledger import Ledger, open_without_agent
-from agent.evidence.record import SignedRecord
+from agent.evidence.record import SEGMENT_TYPES, SignedRecord
 from agent.evidence.store import StoreLayout, read_records
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 LONG_TERM = "long-term"
 STANDARD = "standard"
 CUSTODY_BOOT_REASON = "custody"  # the boot record DirectCustody's own opening of the ledger writes
-SEGMENT_TYPES = ("segment", "recovered")
 _CASE_BOUNDARIES = ("case-open", "case-close")
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 24 * _US_PER_HOUR

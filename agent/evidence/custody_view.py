@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.errors import RecordFormatError, StoreError
 from agent.evidence.ack import parse_ack, verify_ack
 from agent.evidence.custody import (
-    SEGMENT_TYPES,
     PurgeOutcome,
     RetentionPolicy,
     append_receipt,
@@ -49,7 +48,7 @@ from agent.evidence.custody import (
 from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.ledger import Ledger
-from agent.evidence.record import SignedRecord, parse_line
+from agent.evidence.record import SEGMENT_TYPES, SignedRecord, parse_line
 from agent.evidence.store import StoreLayout, ledger_for_reading
 
 log = logging.getLogger(__name__)

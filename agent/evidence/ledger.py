@@ -29,14 +29,14 @@ from agent.evidence.clock import Clock, SystemClock
 from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
 from agent.evidence.keys import DeviceKey, load_device_key, verify_signature
-from agent.evidence.record import Record, SignedRecord, parse_line, validate_record_fields
+from agent.evidence.record import SEGMENT_TYPES, Record, SignedRecord, parse_line, validate_record_fields
 from agent.evidence.store import QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout, segment_index
 from agent.evidence.write_timer import WriteTimer
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 _TORN_NAME = re.compile(r"ledger-torn-(\d+)-([0-9a-f]{16})\.bin\Z")
 _RECOVERY_MARK = b'"type":"recovery"'
-_SEGMENT_MARKS = (b'"type":"segment"', b'"type":"recovered"')
+_SEGMENT_MARKS = tuple(f'"type":"{name}"'.encode("ascii") for name in SEGMENT_TYPES)
 _FILE_FIELD = re.compile(rb'"file":"(segments/[^"]+)"')
 _CHECKPOINT_MARK = b'"type":"checkpoint"'
 _CHECKPOINT_RANGE = re.compile(rb'"length":(\d+),"offset":(\d+)')  # canonical order: length before offset
@@ -149,7 +149,7 @@ class Ledger:
             self._write_durably(line, record.seq)
             self._head_seq = record.seq
             self._head_link = signed.link
-            if record_type in ("segment", "recovered"):
+            if record_type in SEGMENT_TYPES:
                 number = segment_index(str(record.body["file"]))
                 self._highest_recorded_segment = max(self._highest_recorded_segment, number)
             return signed

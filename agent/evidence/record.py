@@ -68,6 +68,26 @@ BODY_FIELDS: dict[str, dict[str, Any]] = {
     "retention": {"retention_class": str, "reason": str, "officer": str},
 }
 RECORD_TYPES = frozenset(BODY_FIELDS)
+# The groups of record types that readers of a ledger (the device's custody, the uploader, the station)
+# share; one definition each so that a new type is added to every reader at once.
+# A segment file in segments/: closed in the normal way or found at open without its record. Footage.
+SEGMENT_TYPES = ("segment", "recovered")
+# A body naming a file in the store that the station must receive: footage and torn tails in quarantine/.
+FILE_RECORD_TYPES = (*SEGMENT_TYPES, "recovery")
+# The field workflow's records of a case.
+CASE_TYPES = ("case-open", "stage", "case-close")
+# An officer id (``device.officer``, the workflow's ``officer_id``, a station's assignment) is at most this long.
+MAX_OFFICER_CHARS = 64
+
+
+def officer_problem(officer: object) -> str | None:
+    """Why ``officer`` is not a usable officer id, or None: non-empty printable text of 1-64 characters."""
+    if not isinstance(officer, str):
+        return "the officer id must be text"
+    if not officer.strip() or not officer.isprintable() or len(officer) > MAX_OFFICER_CHARS:
+        return f"the officer id {officer[:80]!r} is not printable text of 1-{MAX_OFFICER_CHARS} characters"
+    return None
+
 
 HEADER_FIELDS: dict[str, type] = {
     "v": int,

@@ -21,7 +21,7 @@ from agent.evidence.archive import ARCHIVE_PURGED_MISSING
 from agent.evidence.encoding import GENESIS_PREV
 from agent.evidence.fsutil import display_path, sha256_file_ranges
 from agent.evidence.keys import fingerprint, public_key_from_hex, public_key_raw, verify_signature
-from agent.evidence.record import SignedRecord, parse_line
+from agent.evidence.record import FILE_RECORD_TYPES, SEGMENT_TYPES, SignedRecord, parse_line
 from agent.evidence.store import LEDGER_FILE, QUARANTINE_DIR, SEGMENTS_DIR, StoreLayout
 from agent.evidence.store import label_of as _label
 
@@ -308,12 +308,12 @@ class ChainVerifier:
         if record.type == "receipt":
             self.receipts.append((record.seq, line_no, str(body["ack"])))
             return
-        if record.type not in ("segment", "recovered", "purge", "recovery"):
+        if record.type not in (*FILE_RECORD_TYPES, "purge"):
             return
         claim = FileClaim(record.seq, line_no, str(body["file"]), str(body["sha256"]),
                           int(body.get("size", body.get("length", 0))))
         label = _label(claim.name)
-        if record.type in ("segment", "recovered"):
+        if record.type in SEGMENT_TYPES:
             if record.type == "recovered":
                 self.note(f"segment file recovered at open ({body['reason']})", record.seq, label, line_no)
             earlier = self.segments.get(claim.name)

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.evidence.assignment import OfficerState
-from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.evidence.record import DEVICE_ID_PATTERN, officer_problem
 from agent.workflow.procedure import Procedure, StageSpec
 
 DEFAULT_STOP_REASONS = (
@@ -64,7 +64,7 @@ class WorkflowConfig:
             raise ConfigError(f"{where}: key 'reason_window_us': must be 1 to 120 seconds in microseconds")
         if not DEVICE_ID_PATTERN.match(self.device_id):
             raise ConfigError(f"{where}: key 'device_id': {self.device_id!r} is not a valid device id")
-        if not self.officer_id.strip() or not self.officer_id.isprintable() or len(self.officer_id) > 64:
+        if officer_problem(self.officer_id) is not None:
             raise ConfigError(f"{where}: key 'officer_id': must be printable text of 1-64 characters")
 
 

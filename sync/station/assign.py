@@ -29,10 +29,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.cliargs import device_id_arg
 from agent.errors import KeyFileError, ProtocolError, StoreError, UsageError
-from agent.evidence.assignment import Assignment, SignedAssignment, new_serial, officer_problem, sign_assignment
+from agent.evidence.assignment import Assignment, SignedAssignment, new_serial, sign_assignment
 from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_device_key
+from agent.evidence.record import officer_problem
 from firmware_config.station_config import StationConfig, require_broker_tls
 from sync.broker import TOOLS_USER
 from sync.protocol import down_topic

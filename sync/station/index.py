@@ -20,9 +20,9 @@ from typing import Any, Protocol
 from agent.errors import StoreError
 from agent.evidence.encoding import GENESIS_PREV
 from agent.evidence.fsutil import display_path
+from agent.evidence.record import SEGMENT_TYPES
 from sync.station.model import (
     DEVICE_FAULT,
-    FOOTAGE_TYPES,
     GAP,
     AssignmentRow,
     CaseUpdate,
@@ -485,12 +485,12 @@ class SqliteIndex:
 
     def footage_waiting(self, device: str) -> list[tuple[Claim, int]]:
         """Footage claims whose file is not stored, in record order, each with when its record was stored."""
-        marks = ", ".join("?" * len(FOOTAGE_TYPES))
+        marks = ", ".join("?" * len(SEGMENT_TYPES))
         rows = self._db.execute(
             "SELECT c.device, c.name, c.sha256, c.size, c.seq, c.type, c.wall_us, r.stored_us FROM claims c "
             "JOIN records r ON r.device = c.device AND r.seq = c.seq "
             "LEFT JOIN files f ON f.device = c.device AND f.name = c.name "
-            f"WHERE c.device=? AND f.name IS NULL AND c.type IN ({marks}) ORDER BY c.seq", (device, *FOOTAGE_TYPES))
+            f"WHERE c.device=? AND f.name IS NULL AND c.type IN ({marks}) ORDER BY c.seq", (device, *SEGMENT_TYPES))
         return [(Claim(*r[:7]), r[7]) for r in rows]
 
     def clock_offsets(self, device: str) -> list[tuple[int, int]]:

@@ -23,15 +23,13 @@ from dataclasses import dataclass, field
 from agent.errors import RecordFormatError, StoreError
 from agent.evidence.clock import Clock
 from agent.evidence.keys import public_key_from_hex, verify_signature
-from agent.evidence.record import SignedRecord, parse_line
+from agent.evidence.record import CASE_TYPES, FILE_RECORD_TYPES, SEGMENT_TYPES, SignedRecord, parse_line
 from agent.evidence.verify import ChainVerifier, Report
 from sync.station.deadline import WorkingCalendar, recording_time
 from sync.station.index import Index
 from sync.station.model import (
     BAD_SIGNATURE,
     CASE_OPEN_TOO_LONG,
-    CLAIM_TYPES,
-    FOOTAGE_TYPES,
     FORK,
     GAP,
     INCONSISTENT,
@@ -63,7 +61,6 @@ _CONTENT_FINDINGS = (
 )
 # The chain verifier's words for a record whose signature does not verify (a forgery, not a broken chain).
 SIGNATURE_INVALID = "signature invalid"
-CASE_TYPES = ("case-open", "stage", "case-close")
 # A verifier remembers every record it saw; starting a fresh one (anchored where the chain stands) now and
 # then bounds that memory. Only its cross-record content checks (monotonic time, a second record for a file)
 # lose sight of what came before the restart point; the chain checks themselves do not depend on it.
@@ -306,7 +303,7 @@ class RecordIntake:
             rows.append(RecordRow(device, signed.seq, signed.link, record.type, record.wall_us,
                                   case_id if isinstance(case_id, str) else None, now, offset, len(raw)))
             offset += len(raw)
-            if record.type in CLAIM_TYPES:
+            if record.type in FILE_RECORD_TYPES:  # claims: footage and torn tails in quarantine
                 size = int(body["length"] if record.type == "recovery" else body["size"])
                 claims.append(Claim(device, str(body["file"]), str(body["sha256"]), size, signed.seq, record.type,
                                     record.wall_us))
@@ -314,7 +311,7 @@ class RecordIntake:
                     result.oversized.append((signed.seq, str(body["file"]), size))
             if record.type in CASE_TYPES and isinstance(case_id, str):
                 cases.append(CaseUpdate(device, case_id, signed.seq, record.type, dict(body)))
-            if record.type in FOOTAGE_TYPES:
+            if record.type in SEGMENT_TYPES:  # footage, with an upload deadline
                 recorded = recording_time(record.wall_us, offsets, now)
                 if self._calendar.is_late(recorded, now):
                     result.late.append((signed.seq, str(body["file"]), late_reason(self._calendar, recorded)))

@@ -57,11 +57,6 @@ PROBLEM_KINDS = (GAP, FORK, BAD_SIGNATURE, WRONG_KEY, UNKNOWN_DEVICE, SPLICED, M
                  REJECTED_MESSAGE, INCONSISTENT, STATION_FAULT, DEVICE_FAULT, OVERSIZED_FILE, POISON_MESSAGE,
                  STORAGE_LOW, ROLLBACK, *CHECK_KINDS, MISSING_EVIDENCE, ALTERED_EVIDENCE)
 
-# Claims come from these record types: closed segments, segments recovered at open, and torn ledger tails
-# moved into quarantine. Only the first two are footage with an upload deadline.
-CLAIM_TYPES = ("segment", "recovered", "recovery")
-FOOTAGE_TYPES = ("segment", "recovered")
-
 
 @dataclass(frozen=True)
 class Outgoing:

@@ -22,11 +22,12 @@ from typing import Any
 from agent.errors import ProtocolError
 from agent.evidence.ack import AckedFile
 from agent.evidence.clock import Clock
+from agent.evidence.record import SEGMENT_TYPES
 from sync.protocol import ChunkHeader, FileOffer, FileStatus
 from sync.station.deadline import WorkingCalendar, recording_time
 from sync.station.index import Index
 from sync.station.intake import late_reason, oversized_reason
-from sync.station.model import BAD_BYTES, FOOTAGE_TYPES, LATE_UPLOAD, OVERDUE_FILE, STORAGE_LOW, Claim, FileRow
+from sync.station.model import BAD_BYTES, LATE_UPLOAD, OVERDUE_FILE, STORAGE_LOW, Claim, FileRow
 from sync.station.problems import ProblemLog
 from sync.station.store import EvidenceStore
 
@@ -199,7 +200,7 @@ class FileTransfer:
                  claim.size, claim.sha256)
         if self._index.resolve_check_problem(claim.device, OVERDUE_FILE, claim.name, now):
             log.info("device %s seq %d: %s: no longer overdue", claim.device, claim.seq, claim.name)
-        if claim.type not in FOOTAGE_TYPES:
+        if claim.type not in SEGMENT_TYPES:
             return
         # Judged as when its record arrived (same offset, same day), so a late recording is one problem.
         record = self._index.record(claim.device, claim.seq)

@@ -21,10 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.errors import RecordFormatError
-from agent.evidence.record import SignedRecord, parse_line
-
-# Record types whose body names a file in the store that the station must receive.
-FILE_RECORD_TYPES = ("segment", "recovered", "recovery")
+from agent.evidence.record import FILE_RECORD_TYPES, SignedRecord, parse_line
 
 
 @dataclass(frozen=True)
