@@ -5,23 +5,20 @@ acknowledged after a storage fault, and (with a real Mosquitto) TLS, the persist
 from __future__ import annotations
 
 import errno
-import os
 import queue
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from helpers import seeded_key
+from broker_fixture import MosquittoBroker
+from helpers import seeded_key, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 from station_support import STATION_KEY_SEED, Station, StoreFactory, station_config
 
@@ -29,6 +26,7 @@ from agent.evidence.ack import parse_ack, verify_ack
 from agent.evidence.clock import SystemClock
 from agent.evidence.keys import DeviceKey
 from agent.evidence.store import StoreLayout
+from sync.broker import STATION_USER
 from sync.protocol import Hello, HelloReply, down_subscription, up_subscription, up_topic
 from sync.station.index import SqliteIndex
 from sync.station.receiver import Receiver
@@ -159,55 +157,12 @@ def test_run_connects_resumes_the_session_and_stops_cleanly(station: Station) ->
 # --- a real broker ----------------------------------------------------------------------------------------
 
 
-def mosquitto() -> Path:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
-    if found is None:
-        pytest.skip("mosquitto is not installed (scripts/bootstrap.sh installs it)")
-    return Path(found)
-
-
-@dataclass
-class Broker:
-    port: int
-    ca: Path
-    station: tuple[Path, Path]
-    device: tuple[Path, Path]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    from sync.broker import write_broker_setup
-
-    binary = mosquitto()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    files = write_broker_setup(tmp_path / "broker", port=port, devices=[DEVICE],
-                               user="root" if os.geteuid() == 0 else None)
-    with open(tmp_path / "broker" / "mosquitto.log", "ab") as log:
-        process = subprocess.Popen([str(binary), "-c", str(files.conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("mosquitto did not start: " + (tmp_path / "broker" / "mosquitto.log").read_text())
-                time.sleep(0.05)
-        yield Broker(port, files.ca_cert, (files.station_cert, files.station_key), files.clients[DEVICE])
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 class Serving:
     """``bodycam-station serve`` in a thread (the receiver and its index belong to that thread)."""
 
-    def __init__(self, data: Path, broker: Broker, device_key: DeviceKey) -> None:
-        cert, key = broker.station
-        self.config = station_config(data, broker={"host": "127.0.0.1", "port": broker.port, "ca": str(broker.ca),
+    def __init__(self, data: Path, broker: MosquittoBroker, device_key: DeviceKey) -> None:
+        ca, cert, key = broker.client_tls(STATION_USER)
+        self.config = station_config(data, broker={"host": broker.host, "port": broker.port, "ca": str(ca),
                                                    "cert": str(cert), "key": str(key),
                                                    "client_id": "station-under-test"})
         self.device_key = device_key
@@ -229,10 +184,8 @@ class Serving:
             index.close()
 
     def wait_subscribed(self) -> bool:
-        deadline = time.monotonic() + 10
-        while self.service is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.service is not None and self.service.subscribed.wait(max(0.0, deadline - time.monotonic()))
+        service: StationService = wait_for(lambda: self.service, 10, "the station's service to start")
+        return service.subscribed.wait(10)
 
     def close(self) -> int:
         self.stop.set()
@@ -240,15 +193,16 @@ class Serving:
         return self.result[0] if self.result else -1
 
 
-def device_client(broker: Broker) -> tuple[mqtt.Client, queue.Queue[tuple[str, bytes]]]:
+def device_client(broker: MosquittoBroker) -> tuple[mqtt.Client, queue.Queue[tuple[str, bytes]]]:
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
     subscribed = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=DEVICE, protocol=mqtt.MQTTv5)
-    client.tls_set(ca_certs=str(broker.ca), certfile=str(broker.device[0]), keyfile=str(broker.device[1]))
+    ca, cert, key = broker.client_tls(DEVICE)
+    client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
     client.on_message = lambda _c, _u, m: inbox.put((m.topic, bytes(m.payload)))
     client.on_subscribe = lambda *_a: subscribed.set()
     client.on_connect = lambda c, *_a: c.subscribe(down_subscription(DEVICE), qos=1)
-    client.connect("127.0.0.1", broker.port, keepalive=30)
+    client.connect(broker.host, broker.port, keepalive=30)
     client.loop_start()
     assert subscribed.wait(10), "the device could not subscribe"
     return client, inbox
@@ -266,13 +220,13 @@ def next_message(inbox: queue.Queue[tuple[str, bytes]], kind: str) -> bytes:
     raise AssertionError(f"no down/{kind} message within 10 s")
 
 
-def test_over_a_real_broker_with_a_restart_in_between(tmp_path: Path, broker: Broker,
+def test_over_a_real_broker_with_a_restart_in_between(tmp_path: Path, mosquitto: MosquittoBroker,
                                                       make_store: StoreFactory) -> None:
     root, key = make_store()
     lines = StoreLayout(root).ledger_path.read_bytes().splitlines(keepends=True)
-    serving = Serving(tmp_path / "data", broker, key)
+    serving = Serving(tmp_path / "data", mosquitto, key)
     assert serving.wait_subscribed(), "the station did not subscribe"
-    client, inbox = device_client(broker)
+    client, inbox = device_client(mosquitto)
     try:
         client.publish(up_topic(DEVICE, "hello"), Hello("s1", 1).encode(), qos=1)
         assert HelloReply.decode(next_message(inbox, "hello")).seq == 0
@@ -281,7 +235,7 @@ def test_over_a_real_broker_with_a_restart_in_between(tmp_path: Path, broker: Br
         assert serving.close() == 0
         # While the station is away the broker keeps what the device sends for the station's session.
         client.publish(up_topic(DEVICE, "records"), b"".join(lines[4:]), qos=1).wait_for_publish(5)
-        serving = Serving(tmp_path / "data", broker, key)
+        serving = Serving(tmp_path / "data", mosquitto, key)
         signed = parse_ack(next_message(inbox, "ack"))
         verify_ack(signed, seeded_key(STATION_KEY_SEED).public_key, DEVICE)
         assert signed.ack.seq == 9
@@ -293,12 +247,12 @@ def test_over_a_real_broker_with_a_restart_in_between(tmp_path: Path, broker: Br
     assert ledger.read_bytes() == b"".join(lines)
 
 
-def test_serve_command_runs_alone_and_stops_on_sigterm(tmp_path: Path, broker: Broker) -> None:
-    cert, key = broker.station
+def test_serve_command_runs_alone_and_stops_on_sigterm(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    ca, cert, key = mosquitto.client_tls(STATION_USER)
     config = tmp_path / "station.toml"
     config.write_text(
         f'[station]\nid = "st"\ndata = "{tmp_path / "data"}"\nkey = "{tmp_path / "ack.key"}"\n'
-        f'[broker]\nhost = "127.0.0.1"\nport = {broker.port}\nca = "{broker.ca}"\ncert = "{cert}"\nkey = "{key}"\n')
+        f'[broker]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nca = "{ca}"\ncert = "{cert}"\nkey = "{key}"\n')
     script = Path(sys.executable).parent / "bodycam-station"
     serve = subprocess.Popen([str(script), "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True)
     try:

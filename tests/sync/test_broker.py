@@ -11,6 +11,7 @@ from broker_fixture import BrokerConnectError, MosquittoBroker, TestClient, conn
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from helpers import wait_for
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -42,13 +43,9 @@ def drain(client: TestClient, seconds: float) -> list[str]:
     return topics
 
 
-def wait_for_log(broker: MosquittoBroker, text: str, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in broker.log_path.read_text(errors="replace"):
-            return True
-        time.sleep(0.05)
-    return False
+def wait_for_log(broker: MosquittoBroker, text: str, timeout: float = 2.0) -> None:
+    """Fail the test unless ``text`` appears in the broker's log within ``timeout`` s."""
+    wait_for(lambda: text in broker.log_path.read_text(errors="replace"), timeout, f"{text!r} in the broker log")
 
 
 # --- without a broker -----------------------------------------------------------------------------------------
@@ -227,13 +224,13 @@ def test_certificate_from_a_foreign_ca_is_refused(mosquitto: MosquittoBroker, tm
     cert, key = write_pem_files(tmp_path / "foreign", "dev-a", *impostor)
     with pytest.raises(BrokerConnectError):
         connect(mosquitto, "dev-a", tls=(mosquitto.files.ca_cert, cert, key))
-    assert wait_for_log(mosquitto, "certificate verify failed"), mosquitto.log_tail()
+    wait_for_log(mosquitto, "certificate verify failed")
 
 
 def test_client_without_a_certificate_is_refused(mosquitto: MosquittoBroker) -> None:
     with pytest.raises(BrokerConnectError):
         connect(mosquitto, "dev-a", tls=(mosquitto.files.ca_cert, None, None))
-    assert wait_for_log(mosquitto, "peer did not return a certificate"), mosquitto.log_tail()
+    wait_for_log(mosquitto, "peer did not return a certificate")
 
 
 def test_restart_keeps_the_port_and_a_persistent_sessions_queue(mosquitto: MosquittoBroker) -> None:

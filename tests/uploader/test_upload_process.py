@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from broker_fixture import MosquittoBroker
-from helpers import dump_toml, seeded_key
-from upload_helpers import FakeStation, eventually, segment_bytes, sync_device
+from helpers import dump_toml, seeded_key, wait_for
+from upload_helpers import FakeStation, segment_bytes, sync_device
 
 from agent.evidence.archive import DEVICE_STORE
 from agent.evidence.keys import DeviceKey
@@ -78,7 +78,7 @@ def test_daemon_stops_cleanly_on_sigterm(mosquitto: MosquittoBroker, tmp_path: P
     station = FakeStation(mosquitto, station_key)
     process = subprocess.Popen([SCRIPT, "--config", str(config)], stderr=subprocess.PIPE)
     try:
-        assert eventually(lambda: files[0].name in station.stored, timeout=20)
+        wait_for(lambda: files[0].name in station.stored, 20, f"{files[0].name} at the station")
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
     finally:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from broker_fixture import MosquittoBroker
-from helpers import FakeClock, seeded_key
+from helpers import FakeClock, seeded_key, wait_for
 from upload_helpers import (
     DEVICE,
     BrokerFactory,
     FakeStation,
     RecordingCustody,
-    eventually,
     segment_bytes,
     sync_device,
 )
@@ -83,7 +82,7 @@ def test_once_uploads_every_record_and_file_byte_exact(mosquitto: MosquittoBroke
     assert sum(c.length for c in station.chunks) == sum(f.size for f in rig.files)
     # Each valid ack went to the custody; the session said what it sent and ended with done.
     assert rig.custody.receipts == station.acks_sent
-    assert eventually(lambda: station.dones) and station.dones[-1].head_seq == station.seq
+    assert wait_for(lambda: station.dones, 5.0, "the station's done")[-1].head_seq == station.seq
     assert station.clocks and station.clocks[-1].session == station.hellos[-1].session
     stats = rig.uploader.sessions[0]
     assert (stats.records_sent, stats.chunks_sent, stats.bytes_sent) == (
@@ -251,11 +250,11 @@ def test_between_sessions_an_assignment_is_taken_and_a_lost_connection_let_go(mo
     conn = rig.uploader.conn
     assert conn is not None
     rig.station.client.publish(down_topic(DEVICE, "assignment"), line, qos=1)
-    assert eventually(lambda: not conn.events.empty())
+    wait_for(lambda: not conn.events.empty(), 5.0, "a connection event")
     result = rig.uploader.run_pass()
     assert not result.ran_session and taken == [line]
     # The connection drops while idle: the next pass lets it go (the idle listen then opens a new one).
     conn._client.disconnect()
-    assert eventually(lambda: not conn.events.empty())
+    wait_for(lambda: not conn.events.empty(), 5.0, "a connection event")
     rig.uploader.run_pass()
     assert rig.uploader.conn is None and conn.closed

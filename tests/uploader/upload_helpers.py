@@ -46,16 +46,6 @@ BrokerFactory = Callable[..., MosquittoBroker]  # the ``broker_factory`` fixture
 STATION_ID = "station-test"
 
 
-def eventually(condition: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` passes (messages still on their way)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def segment_bytes(index: int, size: int) -> bytes:
     return hashlib.shake_256(f"segment {index}".encode()).digest(size)
 
