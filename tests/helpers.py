@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,38 +88,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    """Enough TOML for these configs: tables, strings, numbers, booleans and arrays of those."""
-
-    def value(item: Any) -> str:
-        if isinstance(item, bool):
-            return "true" if item else "false"
-        if isinstance(item, int | float):
-            return repr(item)
-        if isinstance(item, str):
-            return json.dumps(item)  # JSON string escapes are TOML basic-string escapes
-        if isinstance(item, list):
-            return "[" + ", ".join(value(x) for x in item) + "]"
-        raise TypeError(f"cannot write {item!r} as TOML")
-
-    lines: list[str] = []
-
-    def table(prefix: str, content: dict[str, Any]) -> None:
-        if prefix:
-            lines.append(f"\n[{prefix}]")
-        for key, item in content.items():
-            if not isinstance(item, dict):
-                lines.append(f"{json.dumps(key)} = {value(item)}")
-        for key, item in content.items():
-            if isinstance(item, dict):
-                table(f"{prefix}.{key}" if prefix else key, item)
-
-    table("", data)
-    text = "\n".join(lines) + "\n"
-    assert tomllib.loads(text) == data  # the writer itself must not change the config under test
-    return text
 
 
 @dataclass(frozen=True)

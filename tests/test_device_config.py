@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import dump_toml
 
 from agent.errors import ConfigError
 from firmware_config.device_config import load_device_config, parse_device_config
+from firmware_config.toml_write import dumps
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -175,7 +175,7 @@ def test_the_example_with_tmp_paths_is_accepted(tmp_path: Path) -> None:
     assert config.workflow.stop_reasons[2] == "party's privacy"
     assert sorted(config.workflow.procedures) == ["coercive-measure", "inspection", "licensing-site-check", "penalty"]
     written = tmp_path / "device.toml"
-    written.write_text(dump_toml(example(tmp_path)), encoding="utf-8")
+    written.write_text(dumps(example(tmp_path)), encoding="utf-8")
     assert load_device_config(written) == parse_device_config(example(tmp_path), str(written))
 
 
@@ -190,7 +190,7 @@ def test_parse_refuses(tmp_path: Path, case: Bad) -> None:
 @pytest.mark.parametrize("case", BAD[:6], ids=[case.id for case in BAD[:6]])
 def test_load_refuses_a_file(tmp_path: Path, case: Bad) -> None:
     path = tmp_path / "device.toml"
-    path.write_text(dump_toml(bad_config(case, tmp_path)), encoding="utf-8")
+    path.write_text(dumps(bad_config(case, tmp_path)), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_device_config(path)
     check_message(str(caught.value), str(path), case)
@@ -260,7 +260,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Refusal]:
         folder.mkdir()
         data = bad_config(case, folder)
         config = folder / "device.toml"
-        config.write_text(dump_toml(data), encoding="utf-8")
+        config.write_text(dumps(data), encoding="utf-8")
         try:
             parse_device_config(data, str(config))
             expected = ""  # found only when the pins are opened

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from broker_fixture import connect
-from helpers import dump_toml, seeded_key
+from helpers import seeded_key
 from sync_world import SyncWorld
 
 from agent.evidence.assignment import parse_assignment, verify_assignment
 from firmware_config.station_config import load_station_config
+from firmware_config.toml_write import dumps
 from sync.broker import free_port
 from sync.protocol import down_topic
 from sync.station.cli import main as station_main
@@ -92,7 +93,7 @@ def test_unknown_revoked_and_unreachable_are_refused_with_nothing_published(
     # The broker away: refused, and not recorded as published.
     config = load_station_config(world.config)
     away = tmp_path / "away.toml"
-    away.write_text(dump_toml({
+    away.write_text(dumps({
         "station": {"id": "station-t", "data": str(world.data), "key": str(world.station_key_path)},
         "broker": {"host": "127.0.0.1", "port": free_port(), "ca": str(config.broker.ca),
                    "cert": str(config.broker.cert), "key": str(config.broker.key)},
@@ -104,7 +105,7 @@ def test_unknown_revoked_and_unreachable_are_refused_with_nothing_published(
     bare.mkdir()
     shutil.copy(config.broker.ca, bare / "ca.crt")
     old = tmp_path / "old.toml"
-    old.write_text(dump_toml({
+    old.write_text(dumps({
         "station": {"id": "station-t", "data": str(world.data), "key": str(world.station_key_path)},
         "broker": {"host": "127.0.0.1", "port": world.broker.port, "ca": str(bare / "ca.crt"),
                    "cert": str(config.broker.cert), "key": str(config.broker.key)},

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import dump_toml
 
 from agent.errors import ConfigError
 from firmware_config.device_config import (
@@ -26,6 +25,7 @@ from firmware_config.device_config import (
     prebuffer_need_bytes,
 )
 from firmware_config.station_config import load_station_config, parse_station_config
+from firmware_config.toml_write import dumps
 
 Config = dict[str, Any]
 DEVICE_FILE = "/etc/bodycam/device.toml"
@@ -220,7 +220,7 @@ def test_a_file_is_named_by_its_path(tmp_path: Path, case: Bad) -> None:
     data = device_base()
     case.change(data)
     path = tmp_path / "device.toml"
-    path.write_text(dump_toml(data), encoding="utf-8")
+    path.write_text(dumps(data), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_device_config(path)
     check(str(caught.value), str(path), case)
@@ -228,7 +228,7 @@ def test_a_file_is_named_by_its_path(tmp_path: Path, case: Bad) -> None:
 
 def test_station_file_is_named_by_its_path(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"
-    path.write_text(dump_toml({**station_base(), "broker": {"key": "/srv/k.pem"}}), encoding="utf-8")
+    path.write_text(dumps({**station_base(), "broker": {"key": "/srv/k.pem"}}), encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: key 'broker.ca': value \"\": expected"):
         load_station_config(path)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from helpers import dump_toml
 
 from agent.controls.buttons import ButtonPanel
 from agent.controls.config import from_mapping, pin_label
@@ -24,6 +23,7 @@ from agent.errors import ConfigError
 from agent.workflow.events import Button
 from firmware_config.device_config import MIB, parse_device_config, prebuffer_need_bytes
 from firmware_config.hardware import hardware_names, hardware_profile_path, load_hardware_profile
+from firmware_config.toml_write import dumps
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -189,7 +189,7 @@ def test_the_profile_comments_name_the_right_header_pins() -> None:
 
 def test_bodycam_agent_validates_a_config_written_from_a_profile(tmp_path: Path) -> None:
     config = tmp_path / "device.toml"
-    config.write_text(dump_toml(merged("synthetic", tmp_path)), encoding="utf-8")
+    config.write_text(dumps(merged("synthetic", tmp_path)), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("GPIOZERO_PIN_FACTORY", "BODYCAM_CAMERA")}
     result = subprocess.run([str(BIN / "bodycam-agent"), "run", "--config", str(config), "--validate-config"],
                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False)
@@ -199,7 +199,7 @@ def test_bodycam_agent_validates_a_config_written_from_a_profile(tmp_path: Path)
     bad = tmp_path / "bad.toml"
     data = merged("synthetic", tmp_path)
     data["recorder"] = {"prebuffer_seconds": 120, "memory_budget_mb": 8}
-    bad.write_text(dump_toml(data), encoding="utf-8")
+    bad.write_text(dumps(data), encoding="utf-8")
     result = subprocess.run([str(BIN / "bodycam-agent"), "run", "--config", str(bad), "--validate-config"],
                             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from helpers import dump_toml, seeded_key, wait_for
+from helpers import seeded_key, wait_for
 
 from agent.camera.synthetic import SyntheticCamera
 from agent.daemon import run_daemon
@@ -33,6 +33,7 @@ from agent.health.report import HealthReport, read_report_file, verify_report
 from agent.recorder.storage import StorageThresholds, free_bytes
 from agent.sdnotify import Notifier
 from firmware_config.device_config import DeviceConfig
+from firmware_config.toml_write import dumps
 
 BIN = Path(sys.executable).parent
 LED_PIN, BUZZER_PIN = 23, 24
@@ -140,7 +141,7 @@ def write_config(config: DeviceConfig, folder: Path, **device: Any) -> Path:
         "rtc_path": h.rtc_path, "temperature_path": h.temperature_path, "battery_path": h.battery_path,
     }
     path = folder / "selftest.toml"
-    path.write_text(dump_toml(data), encoding="utf-8")
+    path.write_text(dumps(data), encoding="utf-8")
     return path
 
 

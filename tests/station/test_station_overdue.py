@@ -354,11 +354,13 @@ def test_bodycam_station_serve_checks_at_start_and_records_once(tmp_path: Path, 
     again finds, when it starts, the files that never came and the device that stopped syncing."""
     import tomllib
 
-    from helpers import dump_toml, wait_for
+    from helpers import wait_for
+
+    from firmware_config.toml_write import dumps
 
     config = tomllib.loads(world.config.read_text())
     config["overdue"] = {"check_interval_seconds": 1}
-    world.config.write_text(dump_toml(config))
+    world.config.write_text(dumps(config))
     root = tmp_path / "device-a"
     stand_in_store(root, seeded_key(1), "dev-a", 2, clock=FakeClock(wall_us=FRIDAY))
     before = Station(world.data, clock=FakeClock(wall_us=FRIDAY + HOUR, step_us=1000))

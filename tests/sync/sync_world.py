@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from broker_fixture import MosquittoBroker
-from helpers import dump_toml, wait_for
+from helpers import wait_for
 
 from agent.evidence.keys import DeviceKey, load_or_create_device_key, public_key_pem
 from agent.evidence.ledger import Ledger
 from agent.evidence.store import LEDGER_FILE, segment_file_name
+from firmware_config.toml_write import dumps
 
 BIN = Path(sys.executable).parent
 STATION_ID = "station-t"
@@ -54,7 +55,7 @@ class SyncWorld:
         self.station_pub.write_text(public_key_pem(self.station_key.public_key))
         ca, cert, key = broker.client_tls("station")
         self.config = root / "station.toml"
-        self.config.write_text(dump_toml({
+        self.config.write_text(dumps({
             "station": {"id": STATION_ID, "data": str(self.data), "key": str(self.station_key_path)},
             "broker": {"host": "127.0.0.1", "port": broker.port, "ca": str(ca), "cert": str(cert), "key": str(key)},
         }))
@@ -136,7 +137,7 @@ class SyncWorld:
                     "key": str(key), "station_key": str(self.station_pub), "retry_seconds": 0.5,
                     "reply_timeout_seconds": 5, "scan_seconds": 0.5, **sync}
         path = self.root / f"{device_id}.toml"
-        path.write_text(dump_toml({
+        path.write_text(dumps({
             "device": {"id": device_id, "officer": "T0001", "store": str(store), "key": str(key_path)},
             "control_socket": {"path": str(self.root / f"{device_id}.sock")},
             "sync": settings,

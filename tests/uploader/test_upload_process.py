@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 from broker_fixture import MosquittoBroker
-from helpers import dump_toml, seeded_key, wait_for
+from helpers import seeded_key, wait_for
 from upload_helpers import FakeStation, segment_bytes, sync_device
 
 from agent.evidence.archive import DEVICE_STORE
 from agent.evidence.keys import DeviceKey
 from agent.evidence.store import StoredFile, read_records
 from agent.evidence.verify import verify_store
+from firmware_config.toml_write import dumps
 from sync.uploader import cli as uploader_cli
 
 KIB = 1024
@@ -30,7 +31,7 @@ def make_device(tmp_path: Path, broker: MosquittoBroker, sizes: list[int],
     """(config file, store, files, station key) for device "dev-a"."""
     device = sync_device(tmp_path, broker, sizes, **sync)
     config = tmp_path / "device.toml"
-    config.write_text(dump_toml(device.tables))
+    config.write_text(dumps(device.tables))
     return config, device.store, device.files, device.station_key
 
 
