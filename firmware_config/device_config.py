@@ -208,9 +208,7 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
             raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
     reasons = workflow["stop_reasons"]
     _check_stop_reasons(reasons, source)
-    if officer_problem(device["officer"]) is not None:  # the officer is named in every record
-        raise refusal(source, "device.officer", device["officer"],
-                      f"non-empty printable text of 1-{MAX_OFFICER_CHARS} characters")
+    _check_officer(device["officer"], source)
     for key, value in (("device.store", device["store"]), ("device.key", device["key"]),
                        ("control_socket.path", values["control_socket"]["path"])):
         if not value.strip() or not value.isprintable():  # an empty path would be the working directory
@@ -258,6 +256,13 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
         enrolled_fingerprint=fingerprint,
         health=health_from_mapping(data["health"], source) if "health" in data else HealthConfig(),
     )
+
+
+def _check_officer(officer: str, source: str) -> None:
+    """The officer is named in every record: the one officer-id rule (agent.evidence.record)."""
+    if officer_problem(officer) is not None:
+        raise refusal(source, "device.officer", officer,
+                      f"non-empty printable text of 1-{MAX_OFFICER_CHARS} characters")
 
 
 def _check_stop_reasons(reasons: list[Any], source: str) -> None:
