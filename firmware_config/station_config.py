@@ -25,9 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
-from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.evidence.record import DEVICE_ID_PATTERN, MAX_FILE_BYTES
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
-from sync.protocol import MAX_FILE_BYTES
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -32,7 +32,7 @@ from typing import Any
 from agent.errors import EncodingError, ProtocolError
 from agent.evidence.ack import MAX_ACK_FILES, Ack, AckedFile, SignedAck, parse_ack, sign_ack, verify_ack
 from agent.evidence.encoding import GENESIS_PREV, canonical_json, is_hex64, parse_canonical_json
-from agent.evidence.record import DEVICE_ID_PATTERN, STORE_FILE_PATTERN
+from agent.evidence.record import DEVICE_ID_PATTERN, MAX_FILE_BYTES, STORE_FILE_PATTERN
 
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "bodycam"
@@ -49,10 +49,6 @@ MAX_CONTROL_BYTES = 64 * 1024
 MAX_CHUNK_HEADER_BYTES = 1024
 # Room the MQTT 5 PUBLISH fixed header, topic and properties take besides the payload.
 PUBLISH_OVERHEAD_BYTES = 512
-# The largest file a record may vouch for and a device may offer: far above any segment a device makes (50
-# Mbit/s for 600 s is 3.75 GB), far below what a filesystem refuses (ext4: 16 TiB). A station's own limit
-# (limits.max_file_bytes) is at most this.
-MAX_FILE_BYTES = 64 * 1024**3
 _SESSION = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 
 

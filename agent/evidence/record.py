@@ -26,6 +26,10 @@ SIGNATURE_HEX_CHARS = 128
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 BOOT_ID_PATTERN = re.compile(r"[0-9a-f-]{1,64}\Z")
 # A stored file is named relative to the store root, below one of these folders, without "..".
+# The largest file a record may vouch for and a device may offer (docs/sync-protocol.md): far above any
+# segment a device makes (50 Mbit/s for 600 s is 3.75 GB), far below what a filesystem refuses (ext4: 16
+# TiB). A station's own limit (limits.max_file_bytes) is at most this.
+MAX_FILE_BYTES = 64 * 1024**3
 STORE_FILE_PATTERN = re.compile(r"(segments|quarantine)/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _SEGMENT_FILE = re.compile(r"segments/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _QUARANTINE_FILE = re.compile(r"quarantine/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")

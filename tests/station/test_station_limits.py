@@ -10,7 +10,8 @@ import pytest
 from station_support import station_config
 
 from agent.errors import ConfigError, ProtocolError, StoreError
-from sync.protocol import MAX_FILE_BYTES, ChunkHeader, FileOffer, decode_chunk, encode_chunk
+from agent.evidence.record import MAX_FILE_BYTES
+from sync.protocol import ChunkHeader, FileOffer, decode_chunk, encode_chunk
 from sync.station.set_aside import is_station_failure
 from sync.station.transfer import to_evict
 
