@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.evidence.encoding import is_number
 from agent.evidence.fsutil import display_path
 from agent.workflow.events import Button
 from firmware_config.toml_file import read_toml
@@ -97,7 +98,7 @@ def _only(table: dict[str, Any], allowed: set[str], source: str, prefix: str) ->
 
 
 def _number(value: object, source: str, key: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise ConfigError(f"{source}: key '{key}': must be a number")
     if not low <= value <= high:
         raise ConfigError(f"{source}: key '{key}': {value} is outside {low}..{high}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.evidence.encoding import has_type, is_number
 
 
 def read_toml(path: Path | Traversable, label: str) -> dict[str, Any]:
@@ -96,10 +97,10 @@ def _typed_table(raw: object, table: str, keys: dict[str, tuple[type | tuple[typ
             result[key] = default
             continue
         value = raw[key]
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        if not has_type(value, kind):
             actual = "a boolean" if isinstance(value, bool) else type_words(type(value))
             raise refusal(source, dotted, value, f"{type_words(kind)}, not {actual}")
-        if dotted in ranges and isinstance(value, int | float) and not isinstance(value, bool):
+        if dotted in ranges and is_number(value):
             low, high = ranges[dotted]
             if not low <= value <= high:
                 raise refusal(source, dotted, value, f"{_number(low)}..{_number(high)}")

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.errors import KeyFileError, UsageError
+from agent.errors import KeyFileError, RecordFormatError, UsageError
 from agent.evidence.fsutil import display_path, fsync_dir, write_file_durably
-from agent.evidence.keys import DeviceKey, fingerprint, public_key_pem, public_key_raw, verify_signature
-from agent.evidence.record import DEVICE_ID_PATTERN
+from agent.evidence.keys import DeviceKey, fingerprint, public_key_pem, public_key_raw
+from agent.evidence.signed_message import HEX64, TEXT, MessageFormat, identifier, text, whole_number
 from sync.broker import RESERVED_IDS  # the station's own certificate identities: never a device id
 
 REQUEST_TYPE = "bodycam-enrollment-request"
@@ -42,7 +42,6 @@ MAX_FILE_BYTES = 64 * 1024
 # Only bundles: a signature over one kind of statement must never pass for another (records, acks).
 BUNDLE_SIGNATURE_DOMAIN = b"bodycam-enrollment-bundle-v1\x00"
 MIN_MESSAGE_KIB, MAX_MESSAGE_KIB = 64, 256 * 1024 - 1
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _HOST = re.compile(r"[A-Za-z0-9._:-]{1,253}\Z")
 
 
@@ -70,49 +69,27 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
     return parsed
 
 
-class _Fields:
-    """Typed access to one file's fields; every error names the file and the field."""
+def _declared(data: dict[str, Any], name: str, expected: MessageFormat) -> _Fields:
+    """``data`` checked against its declaration; UsageError "<name>: field ...: ..." when it does not hold."""
+    try:
+        expected.check(data, name)
+    except RecordFormatError as exc:
+        raise UsageError(str(exc)) from None
+    return _Fields(data, name)
 
-    def __init__(self, data: dict[str, Any], name: str, expected_type: str, fields: tuple[str, ...]) -> None:
-        self.data, self.name = data, name
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise UsageError(f"{name}: field {unknown[0]!r}: unknown (known: {', '.join(fields)})")
-        if data.get("type") != expected_type:
-            raise UsageError(f"{name}: field 'type': {str(data.get('type'))[:60]!r} is not {expected_type!r}")
-        if data.get("version") != FORMAT_VERSION or isinstance(data.get("version"), bool):
-            raise UsageError(f"{name}: field 'version': {str(data.get('version'))[:20]!r} is not {FORMAT_VERSION}")
-        missing = [field for field in fields if field not in data]
-        if missing:
-            raise UsageError(f"{name}: field {missing[0]!r}: missing")
+
+@dataclass(frozen=True)
+class _Fields:
+    """A checked file's fields; the checks that need more than the declaration name the file and the field."""
+
+    data: dict[str, Any]
+    name: str
 
     def wrong(self, field: str, what: str) -> UsageError:
         return UsageError(f"{self.name}: field {field!r}: {what}")
 
     def text(self, field: str) -> str:
-        value = self.data[field]
-        if not isinstance(value, str) or not value:
-            raise self.wrong(field, "must be a non-empty string")
-        return value
-
-    def integer(self, field: str, low: int, high: int) -> int:
-        value = self.data[field]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.wrong(field, f"{str(value)[:20]!r} is not a whole number in {low}..{high}")
-        return value
-
-    def identifier(self, field: str, reserved: tuple[str, ...] = ()) -> str:
-        value = self.text(field)
-        if not DEVICE_ID_PATTERN.match(value) or value in reserved:
-            raise self.wrong(field, f"{value[:70]!r} is not a device/station id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}"
-                             + (f", not {', '.join(reserved)}" if reserved else "") + ")")
-        return value
-
-    def hex64(self, field: str) -> str:
-        value = self.text(field)
-        if not _HEX64.match(value):
-            raise self.wrong(field, "must be 64 lower-case hex digits")
-        return value
+        return str(self.data[field])
 
     def certificate(self, field: str) -> x509.Certificate:
         try:
@@ -135,6 +112,23 @@ def spki(public_key: object) -> bytes:
 
 def _p256(key: object) -> bool:
     return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+
+
+_DEVICE_ID = identifier(RESERVED_IDS)
+# The request is not signed (its CSR is, by the MQTT key it names): only its fields are declared.
+REQUEST_FORMAT = MessageFormat(
+    "enrolment request", b"", {"type": REQUEST_TYPE, "version": FORMAT_VERSION},
+    {"device_id": _DEVICE_ID, "public_key": HEX64, "fingerprint": HEX64, "csr": TEXT},
+)
+BUNDLE_FORMAT = MessageFormat(
+    "enrolment bundle", BUNDLE_SIGNATURE_DOMAIN, {"type": BUNDLE_TYPE, "version": FORMAT_VERSION},
+    {
+        "device_id": _DEVICE_ID, "station_id": identifier(), "ca": TEXT, "station_key": TEXT,
+        "broker_host": text(_HOST, "a host name or address"), "broker_port": whole_number(1, 65535),
+        "max_message_kib": whole_number(MIN_MESSAGE_KIB, MAX_MESSAGE_KIB), "client_cert": TEXT,
+        "fingerprint": HEX64, "signature": TEXT,
+    },
+)  # fmt: skip
 
 
 # --- the request ----------------------------------------------------------------------------------------------
@@ -175,15 +169,13 @@ def make_request(device_id: str, device_key: DeviceKey, mqtt_key: ec.EllipticCur
 def parse_request(data: dict[str, Any], source: str) -> EnrollmentRequest:
     """A checked request: its schema, that the fingerprint is the key's, that the CSR is signed by the key it
     carries (an ECDSA P-256 key) and names the device as its only common name."""
-    fields = _Fields(data, f"enrolment request {source}", REQUEST_TYPE,
-                     ("type", "version", "device_id", "public_key", "fingerprint", "csr"))
-    device_id = fields.identifier("device_id", RESERVED_IDS)
-    public_hex = fields.hex64("public_key")
+    fields = _declared(data, f"enrolment request {source}", REQUEST_FORMAT)
+    device_id, public_hex = fields.text("device_id"), fields.text("public_key")
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
     except ValueError:
         raise fields.wrong("public_key", "not an Ed25519 public key") from None
-    stated = fields.hex64("fingerprint")
+    stated = fields.text("fingerprint")
     if stated != fingerprint(bytes.fromhex(public_hex)):
         raise fields.wrong("fingerprint", "is not the SHA-256 of public_key (the request was altered or mixed up)")
     try:
@@ -202,10 +194,6 @@ def parse_request(data: dict[str, Any], source: str) -> EnrollmentRequest:
 
 # --- the bundle -----------------------------------------------------------------------------------------------
 
-_BUNDLE_FIELDS = ("type", "version", "device_id", "station_id", "ca", "station_key", "broker_host", "broker_port",
-                  "max_message_kib", "client_cert", "fingerprint", "signature")
-
-
 @dataclass(frozen=True)
 class EnrollmentBundle:
     device_id: str
@@ -220,14 +208,15 @@ class EnrollmentBundle:
     signature: str = ""  # hex Ed25519 signature by station_key over the other fields
 
     def signed_payload(self) -> bytes:
-        fields = {"type": BUNDLE_TYPE, "version": FORMAT_VERSION, **asdict(self)}
+        """The bytes the signature covers: every field but the signature, canonical JSON (docs/provisioning.md)."""
+        fields = {**BUNDLE_FORMAT.header, **asdict(self)}
         del fields["signature"]
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        return BUNDLE_FORMAT.encode(fields, "enrolment bundle")
 
     def signed(self, ack_key: DeviceKey) -> EnrollmentBundle:
         if public_key_pem(ack_key.public_key) != self.station_key:
             raise KeyFileError("acknowledgement key: not the key the bundle names")
-        signature = ack_key.sign(self.signed_payload(), BUNDLE_SIGNATURE_DOMAIN).hex()
+        signature = BUNDLE_FORMAT.signature(self.signed_payload(), ack_key).hex()
         return EnrollmentBundle(**{**asdict(self), "signature": signature})
 
     def to_json(self) -> str:
@@ -246,7 +235,7 @@ class EnrollmentBundle:
 
 def parse_bundle(data: dict[str, Any], source: str) -> EnrollmentBundle:
     """A bundle whose fields are well formed and whose signature verifies with the key it carries."""
-    fields = _Fields(data, f"enrolment bundle {source}", BUNDLE_TYPE, _BUNDLE_FIELDS)
+    fields = _declared(data, f"enrolment bundle {source}", BUNDLE_FORMAT)
     ca = fields.certificate("ca")
     try:
         ca_is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -261,23 +250,13 @@ def parse_bundle(data: dict[str, Any], source: str) -> EnrollmentBundle:
         station_key = None
     if not isinstance(station_key, Ed25519PublicKey):
         raise fields.wrong("station_key", "not a PEM Ed25519 public key")
-    host = fields.text("broker_host")
-    if not _HOST.match(host):
-        raise fields.wrong("broker_host", f"{host[:70]!r} is not a host name or address")
     fields.certificate("client_cert")
-    bundle = EnrollmentBundle(
-        device_id=fields.identifier("device_id", RESERVED_IDS), station_id=fields.identifier("station_id"),
-        ca=fields.text("ca"), station_key=fields.text("station_key"), broker_host=host,
-        broker_port=fields.integer("broker_port", 1, 65535),
-        max_message_kib=fields.integer("max_message_kib", MIN_MESSAGE_KIB, MAX_MESSAGE_KIB),
-        client_cert=fields.text("client_cert"), fingerprint=fields.hex64("fingerprint"),
-        signature=fields.text("signature"),
-    )
+    bundle = EnrollmentBundle(**{name: data[name] for name in BUNDLE_FORMAT.fields})
     try:
         signature = bytes.fromhex(bundle.signature)
     except ValueError:
         raise fields.wrong("signature", "not hex") from None
-    if not verify_signature(station_key, bundle.signed_payload(), signature, BUNDLE_SIGNATURE_DOMAIN):
+    if not BUNDLE_FORMAT.check_signature(station_key, bundle.signed_payload(), signature):
         raise fields.wrong("signature", "does not verify with station_key (the bundle was altered after the "
                                         "station wrote it)")
     return bundle

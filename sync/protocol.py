@@ -31,7 +31,7 @@ from typing import Any
 
 from agent.errors import EncodingError, ProtocolError
 from agent.evidence.ack import MAX_ACK_FILES, Ack, AckedFile, SignedAck, parse_ack, sign_ack, verify_ack
-from agent.evidence.encoding import GENESIS_PREV, canonical_json, is_hex64, parse_canonical_json
+from agent.evidence.encoding import GENESIS_PREV, canonical_json, has_type, is_hex64, is_integer, parse_canonical_json
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_FILE_BYTES, STORE_FILE_PATTERN
 
 PROTOCOL_VERSION = 1
@@ -123,21 +123,18 @@ def _check_kind(item: Any, kind: Any, where: str) -> None:
     if kind == "hex64":
         ok = is_hex64(item)
     elif kind == "count":
-        ok = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+        ok = is_integer(item) and item >= 0
     elif kind == "file_size":
-        ok = isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= MAX_FILE_BYTES
+        ok = is_integer(item) and 0 <= item <= MAX_FILE_BYTES
     elif kind == "session":
         ok = isinstance(item, str) and bool(_SESSION.match(item))
     elif kind == "file":
         ok = isinstance(item, str) and bool(STORE_FILE_PATTERN.match(item))
     elif kind == "ranges":
         ok = isinstance(item, list) and all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                        for n in r) for r in item)
-    elif kind is int:
-        ok = isinstance(item, int) and not isinstance(item, bool)
+            isinstance(r, list) and len(r) == 2 and all(is_integer(n) and n >= 0 for n in r) for r in item)
     else:
-        ok = isinstance(item, kind) and not (kind is int and isinstance(item, bool))
+        ok = has_type(item, kind)
     if not ok and kind == "file_size" and isinstance(item, int) and item > MAX_FILE_BYTES:
         raise ProtocolError(f"{where}: {item} bytes, more than the protocol's largest file ({MAX_FILE_BYTES})")
     if not ok:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.evidence.encoding import has_type, is_integer
 from agent.workflow.events import Button
 
 Pin = int | str
@@ -59,7 +60,7 @@ def pin_label(pin: Pin) -> str:
 
 
 def _pin_problem(pin: object) -> str | None:
-    if isinstance(pin, bool) or not isinstance(pin, int | str):
+    if not has_type(pin, (int, str)):
         return f"must be a pin number or a pin name, not {_kind(pin)}"
     if isinstance(pin, int) and pin < 0:
         return f"must not be negative (got {pin})"
@@ -107,7 +108,7 @@ class ButtonConfig:
             found.append((f"{self.key}.pull_up", f"must be true or false, not {_kind(self.pull_up)}"))
         times_ok = True
         for field, value in (("bounce_ms", self.bounce_ms), ("hold_ms", self.hold_ms)):
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_integer(value):
                 found.append((f"{self.key}.{field}", f"must be a whole number of milliseconds, not {_kind(value)}"))
                 times_ok = False
             elif value < 0:

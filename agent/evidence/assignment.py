@@ -27,13 +27,20 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.errors import RecordFormatError, RefusedError, StoreError, VerificationError
-from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64
+from agent.errors import RecordFormatError, RefusedError, StoreError
 from agent.evidence.fsutil import display_path
-from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
+from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
-from agent.evidence.record import DEVICE_ID_PATTERN, SignedRecord, officer_problem, parse_line
-from agent.evidence.signed_line import parse_signed_line
+from agent.evidence.record import SignedRecord, officer_problem, parse_line
+from agent.evidence.signed_message import (
+    COUNT,
+    DEVICE_ID,
+    HEX64,
+    MessageFormat,
+    SignedLine,
+    problem_check,
+    text,
+)
 from agent.evidence.store import StoreLayout
 
 ASSIGNMENT_VERSION = 1
@@ -42,7 +49,16 @@ ASSIGNMENT_KIND = "officer-assigned"  # the event record's kind
 MAX_ASSIGNMENT_BYTES = 4 * 1024
 DOCK = "dock"
 _SERIAL = re.compile(r"[0-9a-f]{32}\Z")
-_FIELDS = frozenset({"v", "type", "station", "key", "device", "officer", "issued_wall_us", "serial"})
+
+
+ASSIGNMENT_FORMAT = MessageFormat(
+    "assignment", ASSIGNMENT_DOMAIN, {"v": ASSIGNMENT_VERSION, "type": "officer-assignment"},
+    {
+        "station": DEVICE_ID, "key": HEX64, "device": DEVICE_ID, "officer": problem_check(officer_problem),
+        "issued_wall_us": COUNT, "serial": text(_SERIAL, "32 lowercase hex digits"),
+    },
+    max_bytes=MAX_ASSIGNMENT_BYTES,
+)  # fmt: skip
 
 
 def new_serial() -> str:
@@ -60,12 +76,14 @@ class Assignment:
     issued_wall_us: int
     serial: str  # 32 hex digits, random per assignment
 
+    def body(self) -> dict[str, object]:
+        return {
+            "station": self.station, "key": self.key, "device": self.device, "officer": self.officer,
+            "issued_wall_us": self.issued_wall_us, "serial": self.serial,
+        }  # fmt: skip
+
     def to_payload(self) -> bytes:
-        return canonical_json({
-            "v": ASSIGNMENT_VERSION, "type": "officer-assignment", "station": self.station, "key": self.key,
-            "device": self.device, "officer": self.officer, "issued_wall_us": self.issued_wall_us,
-            "serial": self.serial,
-        })  # fmt: skip
+        return ASSIGNMENT_FORMAT.payload(self.body())
 
 
 @dataclass(frozen=True)
@@ -83,50 +101,24 @@ class SignedAssignment:
 
 
 def sign_assignment(assignment: Assignment, key: DeviceKey) -> SignedAssignment:
-    problem = officer_problem(assignment.officer)
-    if problem is not None:
-        raise RecordFormatError(f"assignment: {problem}")
-    payload = assignment.to_payload()
-    return SignedAssignment(assignment, payload, key.sign(payload, domain=ASSIGNMENT_DOMAIN))
-
-
-def _check(ok: bool, name: str, item: Any) -> None:
-    if not ok:
-        raise RecordFormatError(f"assignment: field {name!r}: {str(item)[:80]!r} is not valid")
+    signed = ASSIGNMENT_FORMAT.sign(assignment.body(), key)
+    return SignedAssignment(assignment, signed.payload, signed.signature)
 
 
 def parse_assignment(line: bytes) -> SignedAssignment:
     """Parse an assignment line (format only; see :func:`verify_assignment` for the signature)."""
-    parsed = parse_signed_line(line, "assignment", MAX_ASSIGNMENT_BYTES, _FIELDS)
-    value = parsed.value
-    _check(value["v"] == ASSIGNMENT_VERSION, "v", value["v"])
-    _check(value["type"] == "officer-assignment", "type", value["type"])
-    station = value["station"]
-    _check(isinstance(station, str) and bool(DEVICE_ID_PATTERN.match(station)), "station", station)
-    _check(is_hex64(value["key"]), "key", value["key"])
-    device = value["device"]
-    _check(isinstance(device, str) and bool(DEVICE_ID_PATTERN.match(device)), "device", device)
-    problem = officer_problem(value["officer"])
-    if problem is not None:
-        raise RecordFormatError(f"assignment: field 'officer': {problem}")
-    issued = value["issued_wall_us"]
-    _check(isinstance(issued, int) and not isinstance(issued, bool) and 0 <= issued <= MAX_SAFE_INTEGER,
-           "issued_wall_us", issued)
-    _check(isinstance(value["serial"], str) and bool(_SERIAL.match(value["serial"])), "serial", value["serial"])
-    assignment = Assignment(station, value["key"], device, value["officer"], issued, value["serial"])
+    parsed = ASSIGNMENT_FORMAT.parse(line)
+    v = parsed.value
+    assignment = Assignment(v["station"], v["key"], v["device"], v["officer"], v["issued_wall_us"], v["serial"])
     return SignedAssignment(assignment, parsed.payload, parsed.signature)
 
 
 def verify_assignment(signed: SignedAssignment, station_key: Ed25519PublicKey, device: str) -> None:
     """Raise VerificationError unless the assignment is signed by ``station_key`` and is about ``device``."""
     a = signed.assignment
-    what = f"officer assignment {a.serial[:8]} from station {a.station!r}"
-    if a.key != fingerprint(public_key_raw(station_key)):
-        raise VerificationError(f"{what}: signed by another station key ({a.key[:16]}...); nothing recorded")
-    if not verify_signature(station_key, signed.payload, signed.signature, domain=ASSIGNMENT_DOMAIN):
-        raise VerificationError(f"{what}: signature invalid; nothing recorded")
-    if a.device != device:
-        raise VerificationError(f"{what}: about device {a.device!r}, not {device!r}; nothing recorded")
+    ASSIGNMENT_FORMAT.verify(SignedLine(a.body(), signed.payload, signed.signature), station_key, device,
+                             what=f"officer assignment {a.serial[:8]} from station {a.station!r}",
+                             signer="station key", then="; nothing recorded")
 
 
 # --- the officer in effect, from the ledger (pure) -----------------------------------------------------------

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from agent.errors import EncodingError
 
@@ -160,3 +160,24 @@ def signed_message(payload: bytes) -> bytes:
 
 def is_hex64(value: object) -> bool:
     return isinstance(value, str) and bool(_HEX64.match(value))
+
+
+# JSON's and TOML's true and false arrive as Python bools, and bool is a subclass of int: every check for a
+# number goes through these, so that ``true`` is never taken for 1.
+
+
+def is_integer(value: object) -> TypeGuard[int]:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """An int or a float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def has_type(value: object, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance(value, kind)``, except that a bool passes only where ``kind`` names bool itself."""
+    if isinstance(value, bool):
+        return kind is bool or (isinstance(kind, tuple) and bool in kind)
+    return isinstance(value, kind)

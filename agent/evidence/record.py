@@ -17,7 +17,9 @@ from agent.evidence.encoding import (
     MAX_LINE_BYTES,
     MAX_SAFE_INTEGER,
     canonical_json,
+    has_type,
     is_hex64,
+    is_integer,
     parse_canonical_json,
     record_link,
 )
@@ -188,7 +190,7 @@ def _check_body_field(rtype: str, body: Mapping[str, Any], name: str, kind: Any)
     elif isinstance(kind, re.Pattern):
         ok = isinstance(value, str) and bool(kind.match(value))
     elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SAFE_INTEGER
+        ok = is_integer(value) and 0 <= value <= MAX_SAFE_INTEGER
     else:
         ok = isinstance(value, kind)
     if not ok:
@@ -217,7 +219,7 @@ def parse_line(line: bytes) -> SignedRecord:
         extra = sorted(set(value) - set(HEADER_FIELDS))
         raise RecordFormatError(f"payload fields wrong (missing {missing}, unexpected {extra})")
     for name, kind in HEADER_FIELDS.items():
-        if not isinstance(value[name], kind) or (kind is int and isinstance(value[name], bool)):
+        if not has_type(value[name], kind):
             raise RecordFormatError(f"field {name!r} has the wrong type")
     if value["v"] != FORMAT_VERSION:
         raise RecordFormatError(f"format version {value['v']} is not {FORMAT_VERSION}")

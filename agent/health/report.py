@@ -22,12 +22,24 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.errors import EncodingError, RecordFormatError, VerificationError
-from agent.evidence.encoding import MAX_SAFE_INTEGER, canonical_json, is_hex64
+from agent.errors import RecordFormatError, VerificationError
+from agent.evidence.encoding import MAX_SAFE_INTEGER, is_integer
 from agent.evidence.fsutil import write_file_durably
-from agent.evidence.keys import DeviceKey, fingerprint, public_key_raw, verify_signature
-from agent.evidence.record import BOOT_ID_PATTERN, DEVICE_ID_PATTERN
-from agent.evidence.signed_line import parse_signed_line
+from agent.evidence.keys import DeviceKey
+from agent.evidence.record import BOOT_ID_PATTERN
+from agent.evidence.signed_message import (
+    BOOLEAN,
+    COUNT,
+    DEVICE_ID,
+    HEX64,
+    MessageFormat,
+    SignedLine,
+    list_of,
+    object_of,
+    one_line,
+    one_of,
+    text,
+)
 
 HEALTH_VERSION = 1
 HEALTH_DOMAIN = b"bodycam/device/v1/health\x00"
@@ -85,22 +97,8 @@ def _fail(message: str) -> RecordFormatError:
     return RecordFormatError(f"{_WHAT}: {message}")
 
 
-def _is_int(item: Any) -> bool:
-    return isinstance(item, int) and not isinstance(item, bool)
-
-
-def _check_text(item: Any, where: str) -> str:
-    if not isinstance(item, str):
-        raise _fail(f"{where}: {str(item)[:80]!r} is not a string")
-    if len(item) > MAX_TEXT_CHARS:
-        raise _fail(f"{where}: {len(item)} characters, more than the {MAX_TEXT_CHARS} allowed")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in item):
-        raise _fail(f"{where}: holds a control character (must be one line)")
-    return item
-
-
 def _encode_metric(name: str, value: Any) -> Any:
-    if value is None or _is_int(value):
+    if value is None or is_integer(value):
         if value is not None and abs(value) > MAX_SAFE_INTEGER:
             raise _fail(f"metric {name!r}: {value} is outside +-(2^53-1)")
         return value
@@ -111,75 +109,77 @@ def _encode_metric(name: str, value: Any) -> Any:
     raise _fail(f"metric {name!r}: {str(value)[:80]!r} is not an integer, a float or null")
 
 
-def _decode_metric(name: str, value: Any) -> Metric:
-    if value is None or _is_int(value):
-        return value  # type: ignore[no-any-return]
-    if isinstance(value, dict) and set(value) == {"milli"} and _is_int(value["milli"]):
+def _decode_metric(value: Any) -> Metric:
+    if isinstance(value, dict):
         return float(value["milli"]) / 1000
-    raise _fail(f"metric {name!r}: {str(value)[:80]!r} is not an integer, {{\"milli\": integer}} or null")
+    return value  # type: ignore[no-any-return]
 
 
-def validate_report(report: HealthReport) -> None:
-    """Raise RecordFormatError naming the first field of ``report`` that a station would refuse."""
-    if not isinstance(report.device, str) or not DEVICE_ID_PATTERN.match(report.device):
-        raise _fail(f"field 'device': {str(report.device)[:80]!r} is not a valid device id")
-    if not _is_int(report.at_wall_us) or not 0 <= report.at_wall_us <= MAX_SAFE_INTEGER:
-        raise _fail(f"field 'at_wall_us': {str(report.at_wall_us)[:80]!r} is not a time in microseconds")
-    if not isinstance(report.boot, str) or not BOOT_ID_PATTERN.match(report.boot):
-        raise _fail(f"field 'boot': {str(report.boot)[:80]!r} is not a boot id")
-    if report.state not in STATES:
-        raise _fail(f"field 'state': {str(report.state)[:80]!r} is not one of {', '.join(STATES)}")
-    _check_text(report.summary, "field 'summary'")
-    if not isinstance(report.clock_trusted, bool):
-        raise _fail(f"field 'clock_trusted': {str(report.clock_trusted)[:80]!r} is not true or false")
-    if len(report.checks) > MAX_CHECKS:
-        raise _fail(f"{len(report.checks)} checks, more than the {MAX_CHECKS} allowed")
-    seen: set[str] = set()
-    for index, check in enumerate(report.checks):
-        where = f"checks[{index}]"
-        if not isinstance(check, Check):
-            raise _fail(f"{where}: not a check")
-        if not isinstance(check.name, str) or not CHECK_NAME_PATTERN.match(check.name):
-            raise _fail(f"{where}.name: {str(check.name)[:80]!r} is not [a-z][a-z0-9-]{{0,31}}")
-        if check.name in seen:
-            raise _fail(f"{where}.name: check {check.name!r} appears twice")
-        seen.add(check.name)
-        if not isinstance(check.ok, bool):
-            raise _fail(f"{where}.ok: {str(check.ok)[:80]!r} is not true or false")
-        _check_text(check.detail, f"{where}.detail")
-    if report.state == "ok" and report.failing_checks():
-        raise _fail(f"state 'ok' but check {report.failing_checks()[0].name!r} failed")
-    if len(report.metrics) > MAX_METRICS:
-        raise _fail(f"{len(report.metrics)} metrics, more than the {MAX_METRICS} allowed")
-    for name, value in report.metrics.items():
+def _metrics_problem(value: Any, path: str) -> str | None:
+    """The encoded metrics: at most MAX_METRICS names, each an integer, ``{"milli": integer}`` or null."""
+    if not isinstance(value, dict):
+        return f"field {path!r}: not an object"
+    if len(value) > MAX_METRICS:
+        return f"{len(value)} metrics, more than the {MAX_METRICS} allowed"
+    for name, item in value.items():
         if not isinstance(name, str) or not METRIC_NAME_PATTERN.match(name):
-            raise _fail(f"metric name {str(name)[:80]!r} is not [a-z][a-z0-9_]{{0,31}}")
-        _encode_metric(name, value)
+            return f"metric name {str(name)[:80]!r} is not [a-z][a-z0-9_]{{0,31}}"
+        milli = isinstance(item, dict) and set(item) == {"milli"} and is_integer(item["milli"])
+        if not (item is None or is_integer(item) or milli):
+            return f"metric {name!r}: {str(item)[:80]!r} is not an integer, {{\"milli\": integer}} or null"
+    return None
+
+
+def _checks_unique(value: Mapping[str, Any]) -> str | None:
+    seen: set[str] = set()
+    for index, check in enumerate(value["checks"]):
+        if check["name"] in seen:
+            return f"checks[{index}].name: check {check['name']!r} appears twice"
+        seen.add(check["name"])
+    return None
+
+
+def _ok_means_no_failure(value: Mapping[str, Any]) -> str | None:
+    failing = [c["name"] for c in value["checks"] if not c["ok"]]
+    return f"state 'ok' but check {failing[0]!r} failed" if value["state"] == "ok" and failing else None
+
+
+HEALTH_FORMAT = MessageFormat(
+    _WHAT, HEALTH_DOMAIN, {"v": HEALTH_VERSION, "type": "health"},
+    {
+        "device": DEVICE_ID, "key": HEX64, "at_wall_us": COUNT, "boot": text(BOOT_ID_PATTERN, "a boot id"),
+        "state": one_of(STATES), "summary": one_line(MAX_TEXT_CHARS), "clock_trusted": BOOLEAN,
+        "checks": list_of(object_of({
+            "name": text(CHECK_NAME_PATTERN, "[a-z][a-z0-9-]{0,31}"), "ok": BOOLEAN,
+            "detail": one_line(MAX_TEXT_CHARS),
+        }), MAX_CHECKS, "checks"),
+        "metrics": _metrics_problem,
+    },
+    max_bytes=MAX_REPORT_BYTES, rules=(_checks_unique, _ok_means_no_failure), one_line=True,
+)  # fmt: skip
+
+
+def _body(report: HealthReport, key_fingerprint: str) -> dict[str, Any]:
+    for index, check in enumerate(report.checks):
+        if not isinstance(check, Check):
+            raise _fail(f"checks[{index}]: not a check")
+    return {
+        "device": report.device, "key": key_fingerprint, "at_wall_us": report.at_wall_us, "boot": report.boot,
+        "state": report.state, "summary": report.summary, "clock_trusted": report.clock_trusted,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in report.checks],
+        "metrics": {name: _encode_metric(name, value) for name, value in report.metrics.items()},
+    }  # fmt: skip
 
 
 def report_payload(report: HealthReport, key_fingerprint: str) -> bytes:
-    """The canonical payload of ``report``, naming the signing key by its fingerprint."""
-    validate_report(report)
-    value = {
-        "v": HEALTH_VERSION, "type": "health", "device": report.device, "key": key_fingerprint,
-        "at_wall_us": report.at_wall_us, "boot": report.boot, "state": report.state, "summary": report.summary,
-        "clock_trusted": report.clock_trusted,
-        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in report.checks],
-        "metrics": {name: _encode_metric(name, value) for name, value in report.metrics.items()},
-    }
-    try:
-        return canonical_json(value)
-    except EncodingError as exc:
-        raise _fail(str(exc)) from None
+    """The canonical payload of ``report``, naming the signing key by its fingerprint; RecordFormatError
+    naming the first field a station would refuse."""
+    return HEALTH_FORMAT.payload(_body(report, key_fingerprint))
 
 
 def sign_report(report: HealthReport, key: DeviceKey) -> bytes:
     """The report as one signed line: canonical-JSON payload TAB signature-hex LF."""
-    payload = report_payload(report, key.fingerprint)
-    line = payload + b"\t" + key.sign(payload, domain=HEALTH_DOMAIN).hex().encode("ascii") + b"\n"
-    if len(line) > MAX_REPORT_BYTES:
-        raise _fail(f"{len(line)} bytes, more than the {MAX_REPORT_BYTES} allowed")
-    return line
+    return HEALTH_FORMAT.sign(_body(report, key.fingerprint), key).to_line()
 
 
 @dataclass(frozen=True)
@@ -190,35 +190,16 @@ class ParsedReport:
     signature: bytes
 
 
-_FIELDS = frozenset({"v", "type", "device", "key", "at_wall_us", "boot", "state", "summary", "clock_trusted",
-                     "checks", "metrics"})
-
-
 def parse_report(line: bytes) -> ParsedReport:
     """Parse a report line (format only; verify_report also checks the signature). RecordFormatError."""
-    parsed = parse_signed_line(line, _WHAT, MAX_REPORT_BYTES, _FIELDS, one_line=True)
+    parsed = HEALTH_FORMAT.parse(line)
     value = parsed.value
-    if value["v"] != HEALTH_VERSION or value["type"] != "health":
-        raise _fail(f"fields 'v'/'type': {value['v']!r}/{str(value['type'])[:40]!r} are not {HEALTH_VERSION}/'health'")
-    if not is_hex64(value["key"]):
-        raise _fail(f"field 'key': {str(value['key'])[:80]!r} is not a key fingerprint")
-    checks = value["checks"]
-    if not isinstance(checks, list):
-        raise _fail("field 'checks': not a list")
-    parsed_checks = []
-    for index, item in enumerate(checks):
-        if not isinstance(item, dict) or set(item) != {"name", "ok", "detail"}:
-            raise _fail(f"checks[{index}]: not an object with name, ok and detail")
-        parsed_checks.append(Check(item["name"], item["ok"], item["detail"]))
-    metrics = value["metrics"]
-    if not isinstance(metrics, dict):
-        raise _fail("field 'metrics': not an object")
     report = HealthReport(
         device=value["device"], at_wall_us=value["at_wall_us"], boot=value["boot"], state=value["state"],
-        summary=value["summary"], checks=tuple(parsed_checks), clock_trusted=value["clock_trusted"],
-        metrics={name: _decode_metric(name, item) for name, item in metrics.items()},
+        summary=value["summary"], checks=tuple(Check(c["name"], c["ok"], c["detail"]) for c in value["checks"]),
+        clock_trusted=value["clock_trusted"],
+        metrics={name: _decode_metric(item) for name, item in value["metrics"].items()},
     )
-    validate_report(report)
     return ParsedReport(report, value["key"], parsed.payload, parsed.signature)
 
 
@@ -229,13 +210,8 @@ def verify_report(line: bytes, public_key: Ed25519PublicKey, device: str) -> Hea
         parsed = parse_report(line)
     except RecordFormatError as exc:
         raise VerificationError(str(exc)) from None
-    what = f"{_WHAT} from {device}"
-    if parsed.key != fingerprint(public_key_raw(public_key)):
-        raise VerificationError(f"{what}: signed by another key ({parsed.key[:16]}...)")
-    if not verify_signature(public_key, parsed.payload, parsed.signature, domain=HEALTH_DOMAIN):
-        raise VerificationError(f"{what}: signature invalid")
-    if parsed.report.device != device:
-        raise VerificationError(f"{what}: about device {parsed.report.device!r}, not {device!r}")
+    signed = SignedLine({"key": parsed.key, "device": parsed.report.device}, parsed.payload, parsed.signature)
+    HEALTH_FORMAT.verify(signed, public_key, device, what=f"{_WHAT} from {device}")
     return parsed.report
 
 

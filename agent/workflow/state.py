@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.evidence.assignment import OfficerState
+from agent.evidence.encoding import is_integer
 from agent.evidence.record import DEVICE_ID_PATTERN, officer_problem
 from agent.workflow.procedure import Procedure, StageSpec
 
@@ -58,7 +59,7 @@ class WorkflowConfig:
                 raise ConfigError(f"{where}: key 'stop_reasons[{number}]': must be printable text of 1-100 chars")
         if len(set(self.stop_reasons)) != len(self.stop_reasons):
             raise ConfigError(f"{where}: key 'stop_reasons': a reason appears twice")
-        if isinstance(self.reason_window_us, bool) or not isinstance(self.reason_window_us, int) or not (
+        if not is_integer(self.reason_window_us) or not (
             1_000_000 <= self.reason_window_us <= 120_000_000
         ):
             raise ConfigError(f"{where}: key 'reason_window_us': must be 1 to 120 seconds in microseconds")

@@ -71,7 +71,7 @@ def test_altered_requests_are_refused_naming_the_field(change: dict[str, Any], f
 def test_missing_field_and_a_csr_with_a_broken_signature_are_refused() -> None:
     data = request_dict()
     del data["csr"]
-    with pytest.raises(UsageError, match="field 'csr': missing"):
+    with pytest.raises(UsageError, match="field 'csr' is missing"):
         parse_request(data, "r.json")
     data = request_dict()
     csr = x509.load_pem_x509_csr(data["csr"].encode())
@@ -157,3 +157,14 @@ def test_a_certificate_from_another_ca_is_refused_even_in_a_consistently_signed_
     bundle = replace(station.bundle(DEVICE, key, mqtt.public_key()), client_cert=cert.decode()).signed(station.ack)
     with pytest.raises(UsageError, match="field 'client_cert': not issued by the bundle's CA"):
         check_bundle(roundtrip(bundle), "b.json", DEVICE, key.fingerprint, mqtt.public_key())
+
+
+def test_the_bundle_signs_the_same_bytes_as_before_the_shared_signed_message_helper() -> None:
+    # The signed bytes are pinned: every field but the signature, sorted keys, no whitespace, ASCII escapes
+    # (what json.dumps wrote before the bundle moved onto agent/evidence/signed_message.py).
+    bundle = Station().bundle(DEVICE, seeded_key(1), mqtt_key().public_key())
+    fields = {"type": "bodycam-enrollment-bundle", "version": 1, **json.loads(bundle.to_json())}
+    del fields["signature"]
+    expected = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    assert bundle.signed_payload() == expected
+    assert seeded_key(9).sign(expected, b"bodycam-enrollment-bundle-v1\x00").hex() == bundle.signature
