@@ -1,5 +1,5 @@
 """The signed one-line messages outside the ledger (ack, officer assignment, health report) share one parse
-(agent/evidence/signed_line.py): the same refusals, each named after its message."""
+(agent/evidence/signed_message.py): the same refusals, each named after its message."""
 
 from __future__ import annotations
 
