@@ -20,6 +20,7 @@ from agent.evidence.signed_message import (
     DEVICE_ID,
     HEX64,
     INTEGER,
+    LineForm,
     MessageFormat,
     SignedLine,
     kind,
@@ -72,23 +73,18 @@ class Ack:
     wall_us: int
 
     def body(self) -> dict[str, object]:
+        """The signed fields but the header (what the format checks and encodes)."""
         return {
             "station": self.station, "key": self.key, "device": self.device, "session": self.session,
             "seq": self.seq, "link": self.link, "wall_us": self.wall_us, "files": [asdict(f) for f in self.files],
         }  # fmt: skip
 
-    def to_payload(self) -> bytes:
-        return ACK_FORMAT.payload(self.body())
-
 
 @dataclass(frozen=True)
-class SignedAck:
+class SignedAck(LineForm):
     ack: Ack
     payload: bytes
     signature: bytes
-
-    def to_line(self) -> bytes:
-        return self.payload + b"\t" + self.signature.hex().encode("ascii") + b"\n"
 
 
 def sign_ack(ack: Ack, key: DeviceKey) -> SignedAck:

@@ -36,6 +36,7 @@ from agent.evidence.signed_message import (
     COUNT,
     DEVICE_ID,
     HEX64,
+    LineForm,
     MessageFormat,
     SignedLine,
     problem_check,
@@ -77,27 +78,18 @@ class Assignment:
     serial: str  # 32 hex digits, random per assignment
 
     def body(self) -> dict[str, object]:
+        """The signed fields but the header (what the format checks and encodes)."""
         return {
             "station": self.station, "key": self.key, "device": self.device, "officer": self.officer,
             "issued_wall_us": self.issued_wall_us, "serial": self.serial,
         }  # fmt: skip
 
-    def to_payload(self) -> bytes:
-        return ASSIGNMENT_FORMAT.payload(self.body())
-
 
 @dataclass(frozen=True)
-class SignedAssignment:
+class SignedAssignment(LineForm):
     assignment: Assignment
     payload: bytes
     signature: bytes
-
-    def text(self) -> str:
-        """``payload TAB signature-hex``, as a record carries it."""
-        return self.payload.decode("ascii") + "\t" + self.signature.hex()
-
-    def to_line(self) -> bytes:
-        return (self.text() + "\n").encode("ascii")
 
 
 def sign_assignment(assignment: Assignment, key: DeviceKey) -> SignedAssignment:

@@ -142,14 +142,26 @@ def object_of(fields: Mapping[str, Check]) -> Check:
     return check
 
 
-@dataclass(frozen=True)
-class SignedLine:
-    value: dict[str, Any]  # the payload's object, holding exactly the declared fields
+class LineForm:
+    """The line of a signed message that holds ``payload`` and ``signature`` (a base of the dataclasses that
+    carry them: SignedLine, SignedAck, SignedAssignment)."""
+
     payload: bytes
     signature: bytes
 
+    def text(self) -> str:
+        """``payload TAB signature-hex``, as a ledger record carries it."""
+        return self.payload.decode("ascii") + "\t" + self.signature.hex()
+
     def to_line(self) -> bytes:
         return self.payload + b"\t" + self.signature.hex().encode("ascii") + b"\n"
+
+
+@dataclass(frozen=True)
+class SignedLine(LineForm):
+    value: dict[str, Any]  # the payload's object, holding exactly the declared fields
+    payload: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True)
