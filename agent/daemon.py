@@ -71,7 +71,7 @@ def run_daemon(
             camera = open_camera(config.camera_backend, config.camera, **options)
         except CameraError as exc:  # no usable camera fails the self-test below (exit 3), with a signed record
             camera_error = exc
-    feedback = _named(config, FeedbackDriver, config.controls, pin_factory=factory)
+    feedback = _named(config, FeedbackDriver, config.controls, pin_factory=factory).start()
     devices: list[Device] = []  # presses before the device exists are ignored, as when the panel opened after it
 
     def press(event: Press) -> None:
