@@ -151,6 +151,7 @@ class ControlServer:
 
     def __init__(
         self,
+        *,
         path: Path,
         group: str,
         handle: Callable[[Command], tuple[str | None, dict[str, Any]]],

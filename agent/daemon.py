@@ -109,8 +109,8 @@ def run_daemon(
             assert ledger is not None and session is not None and reporter is not None  # it passed
             device = Device(ledger, session, config.workflow, show=feedback.show,
                             set_recording_indicator=feedback.set_recording)
-            server = ControlServer(config.socket_path, config.socket_group, device.command, device.status,
-                                   custody=custody_handler(ledger, config.sync),
+            server = ControlServer(path=config.socket_path, group=config.socket_group, handle=device.command,
+                                   status=device.status, custody=custody_handler(ledger, config.sync),
                                    assign=assignment_handler(device, config.sync.station_key))
             watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
             monitor: HealthMonitor | None = None

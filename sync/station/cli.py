@@ -142,8 +142,8 @@ def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
     store.lock()
     index = SqliteIndex(config.index_path)
     try:
-        receiver = Receiver(config=config, store=store, index=index, ack_key=load_or_create_device_key(config.key),
-                            clock=SystemClock(), faults=faults)
+        receiver = Receiver.open(config=config, store=store, index=index, ack_key=load_or_create_device_key(config.key),
+                                 clock=SystemClock(), faults=faults)
         overdue = overdue_task(OverdueCheck(config, index, store, load_profiles()), receiver.clock,
                                config.overdue.check_interval_seconds)
         scrubber = Scrubber(store, index, receiver.problems, config.scrub.slice_mib * MIB)

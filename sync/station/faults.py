@@ -1,6 +1,6 @@
 """Where the receiver lets a test inject a fault: a hook passed in, never read from the environment.
 
-``Receiver(..., faults=...)`` calls ``faults.at(point, topic)`` at each point below. The station's own
+``Receiver.open(..., faults=...)`` calls ``faults.at(point, topic)`` at each point below. The station's own
 commands pass nothing, and the default does nothing; the crash and set-aside tests pass a hook that raises
 (a receiver bug a message triggers) or kills the process (a power cut) there (tests/station/faulty_serve.py).
 """

@@ -76,6 +76,7 @@ MAX_REPLY_US = 60_000_000
 class Receiver:
     def __init__(self, *, config: StationConfig, store: EvidenceStore, index: Index, ack_key: DeviceKey,
                  clock: Clock, faults: FaultPoints | None = None) -> None:
+        """What the receiver holds; nothing is read here (``open`` reads the store and the index)."""
         self.config = config
         self.store = store
         self.index = index
@@ -90,11 +91,19 @@ class Receiver:
         self._fault_points: list[tuple[str, str]] = []  # (point, topic) reached in this batch
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
         self.ack_log = AckLog(store)  # the acks signed in a batch, logged in the copies after its commit
-        self._fresh_state()
-        died = self.set_aside.recover()
+
+    @classmethod
+    def open(cls, *, config: StationConfig, store: EvidenceStore, index: Index, ack_key: DeviceKey, clock: Clock,
+             faults: FaultPoints | None = None) -> Receiver:
+        """A receiver ready for messages: its state built from the store and the index (the ledger copies
+        reconciled with the index), and the messages in flight when the last run died taken back."""
+        receiver = cls(config=config, store=store, index=index, ack_key=ack_key, clock=clock, faults=faults)
+        receiver._fresh_state()
+        died = receiver.set_aside.recover()
         if died:
             log.warning("%d message(s) were in flight when the last run died: each is handled alone now, and set "
                         "aside if it was in flight at %d deaths", len(died), DEATHS_TO_SET_ASIDE)
+        return receiver
 
     def _fresh_state(self) -> None:
         """What the receiver keeps in memory, built from the store and the index as at a start."""

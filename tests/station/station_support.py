@@ -67,8 +67,8 @@ class Station:
     def _open(self) -> None:
         self.store = FilesystemEvidenceStore(self.data)
         self.index = SqliteIndex(self.config.index_path)
-        self.receiver = Receiver(config=self.config, store=self.store, index=self.index, ack_key=self.ack_key,
-                                 clock=self.clock, faults=self.faults)
+        self.receiver = Receiver.open(config=self.config, store=self.store, index=self.index, ack_key=self.ack_key,
+                                      clock=self.clock, faults=self.faults)
 
     def restart(self) -> None:
         self.index.close()

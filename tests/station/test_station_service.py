@@ -222,8 +222,8 @@ class Serving:
         index = SqliteIndex(self.config.index_path)
         try:
             enroll_device(index, DEVICE, self.device_key.public_key, 1, replace=False)
-            receiver = Receiver(config=self.config, store=store, index=index, ack_key=seeded_key(STATION_KEY_SEED),
-                                clock=SystemClock())
+            receiver = Receiver.open(config=self.config, store=store, index=index,
+                                     ack_key=seeded_key(STATION_KEY_SEED), clock=SystemClock())
             self.service = StationService(self.config, receiver)
             self.result.append(self.service.run(self.stop))
         finally:
