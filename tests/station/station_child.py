@@ -2,7 +2,7 @@
 
     python station_child.py DATA DEVICE_STORE DEVICE STEP FAULT
 
-with FAULT kill-after-records or kill-after-store (faulty_serve.InjectedFaults is the receiver's hook). STEP
+with FAULT kill-after-records or kill-after-store (injected_faults.InjectedFaults is the receiver's hook). STEP
 ``records`` sends a hello and every ledger line; ``file`` sends a hello and every chunk of the first file. The
 device must be enrolled and, for ``file``, its records stored. Reaching the end alive is a failure (exit 3).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from faulty_serve import InjectedFaults
+from injected_faults import InjectedFaults
 from station_support import DeviceSide, Station
 
 
