@@ -15,6 +15,10 @@ acknowledgement line, payload TAB signature) records a checked receipt; ``purge`
 segments the retention policy lets go. They answer ``{"ok", "error", "error_type", "status": null, "result"}``.
 Requests are at most 4 KiB, a ``receipt`` request at most 64 KiB (an ack line is up to 16 KiB).
 
+Clients are served concurrently, each connection on its own thread, at most ``MAX_CLIENTS`` at once (one more
+is answered ``ok: false``, busy, at once): a long ``purge`` does not hold up ``status``. The handlers serialise
+what must not interleave themselves (the device's lock, the custody lock).
+
 Officer assignment (agent/evidence/assignment.py): ``assign`` with ``assignment`` (a station's signed line, from
 the uploader) or ``officer`` (at the dock, ``bodycam-agent ctl assign --officer O``) records an
 ``officer-assigned`` event; it answers like the custody ops, with the outcome in ``result``. Refused
@@ -30,6 +34,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,9 @@ MAX_REQUEST_BYTES = 4096
 # and the framing stay well inside this.
 MAX_CUSTODY_REQUEST_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # a purge reply lists every file removed
+# Connections served at once: a purge, receipts, a companion app and a technician's ctl, with room to spare.
+MAX_CLIENTS = 8
+CLOSE_WAIT_S = 5.0  # how long close() waits for the requests in progress
 CUSTODY_OPS = ("receipt", "purge")
 ASSIGN_OP = "assign"
 OPS = ("status", "open-case", "stage", "record", "stop", "bookmark", "retention", "close-case", *CUSTODY_OPS,
@@ -143,6 +151,7 @@ class ControlServer:
 
     def __init__(
         self,
+        *,
         path: Path,
         group: str,
         handle: Callable[[Command], tuple[str | None, dict[str, Any]]],
@@ -158,6 +167,9 @@ class ControlServer:
         self._assign = assign
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._clients: set[threading.Thread] = set()
+        self._clients_lock = threading.Lock()
 
     def start(self) -> None:
         try:
@@ -192,8 +204,13 @@ class ControlServer:
                 self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
             self._socket = None
+        deadline = time.monotonic() + CLOSE_WAIT_S
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=CLOSE_WAIT_S)
+        with self._clients_lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.join(timeout=max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -204,9 +221,34 @@ class ControlServer:
                 connection, _ = server.accept()
             except OSError:
                 return  # closed
+            if not self._slots.acquire(blocking=False):
+                with connection:
+                    self._busy(connection)
+                continue
+            client = threading.Thread(target=self._serve_client, args=(connection,), name="control-client",
+                                      daemon=True)
+            with self._clients_lock:
+                self._clients.add(client)
+            client.start()
+
+    def _serve_client(self, connection: socket.socket) -> None:
+        try:
             with connection:
                 connection.settimeout(5)
                 self._answer(connection)
+        finally:
+            with self._clients_lock:
+                self._clients.discard(threading.current_thread())
+            self._slots.release()
+
+    @staticmethod
+    def _busy(connection: socket.socket) -> None:
+        log.warning("control socket: %d requests in progress, one more refused", MAX_CLIENTS)
+        reply = {"ok": False, "error": f"control socket busy: {MAX_CLIENTS} requests in progress, try again",
+                 "status": None}
+        with contextlib.suppress(OSError):  # the client went away
+            connection.settimeout(1)
+            connection.sendall(json.dumps(reply).encode() + b"\n")
 
     def _answer(self, connection: socket.socket) -> None:
         try:

@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 from agent.camera.base import Camera
@@ -30,7 +31,7 @@ from agent.evidence.custody import RetentionPolicy
 from agent.evidence.custody_view import LedgerCustody
 from agent.evidence.keys import load_public_key
 from agent.evidence.ledger import Ledger
-from agent.health.monitor import HealthMonitor
+from agent.health.reporter import Reporter
 from agent.health.startup import StartUp, release, start_monitor
 from agent.recorder.segmenter import SegmenterSettings
 from agent.recorder.session import RecordingSession
@@ -57,89 +58,99 @@ def run_daemon(
     from the armed camera, a writable store above the floor, the enrolled key; the clock's trust is noted)
     and the socket listens, feeds the watchdog while frames flow, and says STOPPING on the way out. A failed
     self-test raises SelfTestError without READY and before any recording.
+
+    One ExitStack owns what is opened, and undoes it in reverse: the control socket and the buttons first
+    (nothing restarts what the stop ends), the system stop, the health watch, the watchdog, the device (the
+    open segment signed), the ledger, the feedback last.
     """
     notifier = notifier or Notifier()
     # Everything that can refuse the configuration (the pin factory, the pins themselves: two spellings of one
     # pin are only found when gpiozero reserves them) comes before the first file is created (key, store).
-    factory = pin_factory
-    if factory is None:
-        factory = _named(config, choose_pin_factory, config.controls.pin_factory)
-    options: dict[str, Any] = {"source": config.camera_source} if config.camera_backend == "opencv" else {}
-    camera_error: CameraError | None = None
-    if camera is None:
-        try:
-            camera = open_camera(config.camera_backend, config.camera, **options)
-        except CameraError as exc:  # no usable camera fails the self-test below (exit 3), with a signed record
-            camera_error = exc
-    feedback = _named(config, FeedbackDriver, config.controls, pin_factory=factory)
-    devices: list[Device] = []  # presses before the device exists are ignored, as when the panel opened after it
-
-    def press(event: Press) -> None:
-        if devices:
-            devices[0].press(event)
-
-    try:
-        panel = _named(config, ButtonPanel, config.controls, press, pin_factory=factory)
-    except BaseException:
-        feedback.close()
-        raise
-    try:
+    factory = pin_factory if pin_factory is not None else _named(config, choose_pin_factory,
+                                                                 config.controls.pin_factory)
+    camera, camera_error = (camera, None) if camera is not None else _open_camera(config)
+    with ExitStack() as stack:
+        feedback = _named(config, FeedbackDriver, config.controls, pin_factory=factory).start()
+        stack.callback(feedback.close)
+        presses = _PressRoute()  # presses before the device exists are ignored, as when the panel opened after it
+        buttons = stack.enter_context(ExitStack())  # closed once: before the system stop, or here on a failure
+        buttons.callback(_named(config, ButtonPanel, config.controls, presses, pin_factory=factory).close)
         startup = StartUp(config, notifier, feedback.show, feedback.wait_idle)
-        if camera_error is not None:
-            startup.camera_open_failed(camera_error)
-        startup.before_ledger(camera)
-        settings = SegmenterSettings(
-            segment_seconds=config.segment_seconds,
-            prebuffer_seconds=config.prebuffer_seconds,
-            width=config.camera.width,
-            height=config.camera.height,
-            fps=config.camera.fps,
-            thresholds=config.thresholds,
-        )
-        with startup.open_ledger() as ledger:
-            if ledger is not None and camera is not None:  # before the self-test arms it: no frame names another
-                camera.set_officer(officer_in_store(config.store, config.officer_id))
-            session = RecordingSession(ledger, camera, settings) if ledger and camera else None
-            try:
-                startup.check_camera(camera, session)
-                reporter = startup.finish(ledger)  # SelfTestError unless it passed
-            except BaseException:
-                release(session, camera)
-                raise
-            assert ledger is not None and session is not None and reporter is not None  # it passed
-            device = Device(ledger, session, config.workflow, show=feedback.show,
-                            set_recording_indicator=feedback.set_recording)
-            server = ControlServer(config.socket_path, config.socket_group, device.command, device.status,
-                                   custody=custody_handler(ledger, config.sync),
-                                   assign=assignment_handler(device, config.sync.station_key))
-            watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
-            monitor: HealthMonitor | None = None
-            fault: BaseException | None = None
-            try:
-                devices.append(device)  # presses from here on reach the device (as before this order)
-                device.start()
-                server.start()
-                log.info("device %s ready: store %s", config.device_id, config.store)
-                notifier.ready(f"device {config.device_id}: camera armed, control socket {config.socket_path}; "
-                               f"{startup.result.summary}")
-                watchdog.start()
-                monitor = start_monitor(startup, ledger, session, reporter, device.status, feedback.show)
-                stop.wait()
-                notifier.stopping("closing the open segment")
-            except BaseException as exc:
-                fault = exc
-                raise
-            finally:
-                server.close()  # no press or command from here on: nothing restarts what the stop ends
-                panel.close()
-                _system_stop(device, stop, fault)
-                if monitor is not None:
-                    monitor.stop()
-                watchdog.stop()
-                device.close()
-    finally:
-        panel.close()
-        feedback.close()
+        ledger, session, reporter = _self_test(stack, startup, camera, camera_error)
+        device = Device(ledger, session, config.workflow, show=feedback.show,
+                        set_recording_indicator=feedback.set_recording)
+        server = ControlServer(path=config.socket_path, group=config.socket_group, handle=device.command,
+                               status=device.status, custody=custody_handler(ledger, config.sync),
+                               assign=assignment_handler(device, config.sync.station_key))
+        watchdog = FrameWatchdog(notifier, lambda: session.stats.frames_in)
+        stack.callback(device.close)
+        stack.callback(watchdog.stop)
+        monitor = stack.enter_context(ExitStack())  # the health watch, once it runs
+        stack.push(lambda _type, fault, _tb: _system_stop(device, stop, fault))
+        stack.callback(buttons.close)
+        stack.callback(server.close)
+        presses.device = device  # presses from here on reach the device (as before this order)
+        device.start()
+        server.start()
+        log.info("device %s ready: store %s", config.device_id, config.store)
+        notifier.ready(f"device {config.device_id}: camera armed, control socket {config.socket_path}; "
+                       f"{startup.result.summary}")
+        watchdog.start()
+        monitor.callback(start_monitor(startup, ledger, session, reporter, device.status, feedback.show).stop)
+        stop.wait()
+        notifier.stopping("closing the open segment")
+
+
+def _self_test(stack: ExitStack, startup: StartUp, camera: Camera | None,
+               camera_error: CameraError | None) -> tuple[Ledger, RecordingSession, Reporter]:
+    """StartUp's steps in their order, the ledger opened on ``stack``; SelfTestError unless it passed."""
+    config = startup.config
+    if camera_error is not None:
+        startup.camera_open_failed(camera_error)
+    startup.before_ledger(camera)
+    ledger = stack.enter_context(startup.open_ledger())
+    if ledger is not None and camera is not None:  # before the self-test arms it: no frame names another
+        camera.set_officer(officer_in_store(config.store, config.officer_id))
+    session = RecordingSession(ledger, camera, _segmenter_settings(config)) if ledger and camera else None
+    try:
+        startup.check_camera(camera, session)
+        reporter = startup.finish(ledger)  # SelfTestError unless it passed
+    except BaseException:
+        release(session, camera)
+        raise
+    assert ledger is not None and session is not None and reporter is not None  # it passed
+    return ledger, session, reporter
+
+
+class _PressRoute:
+    """The buttons' callback: a press reaches the device once it exists, and is ignored before."""
+
+    def __init__(self) -> None:
+        self.device: Device | None = None
+
+    def __call__(self, event: Press) -> None:
+        if self.device is not None:
+            self.device.press(event)
+
+
+def _open_camera(config: DeviceConfig) -> tuple[Camera | None, CameraError | None]:
+    """The configured camera; no usable camera fails the self-test (exit 3), with a signed record."""
+    options: dict[str, Any] = {"source": config.camera_source} if config.camera_backend == "opencv" else {}
+    try:
+        return open_camera(config.camera_backend, config.camera, **options), None
+    except CameraError as exc:
+        return None, exc
+
+
+def _segmenter_settings(config: DeviceConfig) -> SegmenterSettings:
+    return SegmenterSettings(
+        segment_seconds=config.segment_seconds,
+        prebuffer_seconds=config.prebuffer_seconds,
+        width=config.camera.width,
+        height=config.camera.height,
+        fps=config.camera.fps,
+        thresholds=config.thresholds,
+    )
 
 
 def _system_stop(device: Device, stop: threading.Event, fault: BaseException | None) -> None:

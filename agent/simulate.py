@@ -156,7 +156,7 @@ def simulate_scenario(
         first_seq = ledger.boot_record.seq
         camera = SyntheticCamera(settings, realtime=True)
         session = RecordingSession(ledger, camera, segmenter_settings_for(settings, segment_seconds, prebuffer_seconds))
-        feedback = FeedbackDriver(controls, pin_factory=factory)
+        feedback = FeedbackDriver(controls, pin_factory=factory).start()
         device = Device(ledger, session, config, show=feedback.show, set_recording_indicator=feedback.set_recording)
         panel = ButtonPanel(controls, device.press, pin_factory=factory)
         try:

@@ -358,7 +358,7 @@ def verification(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     key = DeviceKey.generate()
     device_key = load_or_create_device_key(folder / "device.key")
     enroll_device(index, device_id, device_key.public_key, time.time_ns() // 1000, replace=False)
-    receiver = Receiver(config, evidence, index, key, SystemClock())
+    receiver = Receiver.open(config=config, store=evidence, index=index, ack_key=key, clock=SystemClock())
     ledger = (store / LEDGER_FILE).read_bytes()
     chunk = CHUNK_KIB * 1024
     # The messages as the uploader sends them, made before the clock starts: only the station is timed.

@@ -125,8 +125,8 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 def _serve(short_folder: Path, ledger: Ledger, sync: SyncSettings) -> ControlServer:
-    server = ControlServer(short_folder / "c.sock", "nogroup-bodycam-test", lambda _c: (None, {}), dict,
-                           custody=custody_handler(ledger, sync))
+    server = ControlServer(path=short_folder / "c.sock", group="nogroup-bodycam-test", handle=lambda _c: (None, {}),
+                           status=dict, custody=custody_handler(ledger, sync))
     server.start()
     return server
 

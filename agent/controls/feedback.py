@@ -1,9 +1,11 @@
 """LED and buzzer patterns: what the officer sees and hears for each ``Feedback`` the workflow asks for.
 
-``FeedbackDriver(config, pin_factory=None)`` opens the LED (a plain LED, an RGB LED, or both) and the buzzer
-(an active, fixed-tone buzzer) with gpiozero. ``show(FeedbackEffect(pattern, count))`` starts the pattern at
-once without blocking (gpiozero's ``blink`` / ``beep`` with ``n=...``, ``background=True``), and
-``set_recording(on)`` sets the steady recording indicator.
+``FeedbackDriver(config, pin_factory=None, *, clock=time.monotonic)`` opens the LED (a plain LED, an RGB LED,
+or both) and the buzzer (an active, fixed-tone buzzer) with gpiozero; ``start()`` (or ``with``) starts its
+worker thread. ``show(FeedbackEffect(pattern, count))`` starts the pattern at once without blocking, and
+``set_recording(on)`` sets the steady recording indicator. The driver plays each pattern as a schedule of pin
+changes on ``clock`` (as gpiozero's ``blink`` would: on, off, n times); the worker sets them when due through
+``poll()``, which tests call themselves on a fake clock instead of sleeping.
 
 Patterns (times in ms: *on*/*off* x *repeats*; the LED and the buzzer start together):
 
@@ -47,15 +49,16 @@ Either way every pattern starts within 100 ms of its ``show``. At most one patte
 replaces it.
 
 Thread safety: ``show`` and ``set_recording`` may be called from any thread (gpiozero's button threads
-included); a small worker thread of the driver ends patterns and starts the waiting one.
+included); a small worker thread of the driver sets the pins, ends patterns and starts the waiting one.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -134,20 +137,33 @@ def pattern_for(effect: FeedbackEffect) -> Pattern:
     return pattern
 
 
-class FeedbackDriver:
-    """The LED(s) and the buzzer; see the module docstring for the patterns and the timing rules."""
+Step = tuple[float, int, Callable[[], None]]  # (when, order of scheduling, what to set)
 
-    def __init__(self, config: FeedbackConfig | ControlsConfig, pin_factory: Any = None) -> None:
+
+class FeedbackDriver:
+    """The LED(s) and the buzzer; see the module docstring for the patterns and the timing rules.
+
+    The driver plays the patterns itself (one schedule of pin changes, not gpiozero's blink threads), so all
+    its timing reads ``clock`` (seconds, monotonic): ``poll()`` sets what is due and returns when the next
+    change is. ``start()`` runs the worker thread that polls; tests pass a fake clock and call ``poll()``.
+    """
+
+    def __init__(self, config: FeedbackConfig | ControlsConfig, pin_factory: Any = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         feedback = config.feedback if isinstance(config, ControlsConfig) else config
         feedback.validate()
+        self._clock = clock
         self._led: Any = None
         self._rgb: Any = None
         self._buzzer: Any = None
         self._recording = False
-        self._busy_until: float | None = None  # time.monotonic() when the current pattern ends
+        self._busy_until: float | None = None  # clock() when the current pattern ends
         self._pending: FeedbackEffect | None = None
+        self._steps: list[Step] = []  # the current pattern's pin changes still to come, a heap
+        self._order = 0
         self._closed = False
         self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
         try:
             if feedback.led_pin is not None:
                 led_pin = feedback.led_pin
@@ -165,8 +181,6 @@ class FeedbackDriver:
         except BaseException:
             self._close_devices()
             raise
-        self._worker = threading.Thread(target=self._run, name="bodycam-feedback", daemon=True)
-        self._worker.start()
 
     @staticmethod
     def _open(key: str, pin: object, make: Any) -> Any:
@@ -175,8 +189,16 @@ class FeedbackDriver:
         except GPIOZeroError as exc:
             raise ConfigError(f"key '{TABLE}.feedback.{key}': pin {pin!r} cannot be used: {exc}") from exc
 
-    def __enter__(self) -> FeedbackDriver:
+    def start(self) -> FeedbackDriver:
+        """Start the worker thread that ends patterns and starts the waiting one (once)."""
+        with self._cond:
+            if self._worker is None and not self._closed:
+                self._worker = threading.Thread(target=self._run, name="bodycam-feedback", daemon=True)
+                self._worker.start()
         return self
+
+    def __enter__(self) -> FeedbackDriver:
+        return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -191,15 +213,16 @@ class FeedbackDriver:
             if self._closed:
                 log.debug("feedback closed: %s not shown", effect)
                 return
-            now = time.monotonic()
+            now = self._clock()
             if self._busy_until is not None and self._busy_until - now <= QUEUE_LIMIT_S:
                 self._pending = effect  # the worker starts it when the current pattern ends
             elif self._busy_until is not None and self._any_on():
                 self._silence()  # cut short in an on phase: a gap first, the worker starts the new pattern
                 self._pending = effect
-                self._busy_until = time.monotonic() + CUT_GAP_S  # after silence(), which waits for the blinkers
+                self._busy_until = now + CUT_GAP_S
             else:
                 self._pending = None
+                self._silence_steps()
                 self._start(effect, now)
             self._cond.notify_all()  # the worker, and a wait_idle caller
 
@@ -209,6 +232,28 @@ class FeedbackDriver:
             self._recording = on
             if not self._closed and self._busy_until is None:
                 self._show_indicator()
+
+    def poll(self) -> float | None:
+        """Set the pins as due at ``clock()``; the clock() of the next change, None when nothing is to come."""
+        with self._cond:
+            if self._closed:
+                return None
+            now = self._clock()
+            self._due(now)
+            if self._busy_until is not None and self._busy_until <= now:
+                # The pattern playing has ended: start the waiting one, or show the indicator again.
+                self._busy_until = None
+                pending, self._pending = self._pending, None
+                try:
+                    if pending is not None:
+                        self._start(pending, now)
+                    else:
+                        self._show_indicator()
+                except Exception:  # a failing pin must not end the worker
+                    log.exception("feedback failed")
+                self._cond.notify_all()  # a wait_idle caller
+            times = [t for t in (self._busy_until, self._steps[0][0] if self._steps else None) if t is not None]
+            return min(times) if times else None
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no pattern plays or waits (the self-test's fault pattern before the agent exits)."""
@@ -228,8 +273,15 @@ class FeedbackDriver:
                 return
             self._closed = True
             self._cond.notify_all()  # the worker, and a wait_idle caller
-        if self._worker is not threading.current_thread():
+        if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join()
+        with self._cond:
+            self._busy_until = None
+            self._pending = None
+            try:
+                self._silence()
+            except Exception:
+                log.exception("switching the feedback devices off failed")
         self._close_devices()
 
     def _close_devices(self) -> None:
@@ -250,25 +302,42 @@ class FeedbackDriver:
         if pattern.buzzer is None:
             self._buzzer.off()
         else:
-            b = pattern.buzzer
-            self._buzzer.beep(on_time=b.on_ms / 1000, off_time=b.off_ms / 1000, n=b.n, background=True)
+            self._schedule(now, pattern.buzzer, self._buzzer.on, self._buzzer.off)
         if pattern.led is None:
             self._show_indicator()
         else:
-            blink = pattern.led
-            on, off = blink.on_ms / 1000, blink.off_ms / 1000
             if self._led is not None:
-                self._led.blink(on_time=on, off_time=off, n=blink.n, background=True)
+                self._schedule(now, pattern.led, self._led.on, self._led.off)
             if self._rgb is not None:
-                self._rgb.blink(
-                    on_time=on, off_time=off, on_color=pattern.colour, off_color=OFF, n=blink.n, background=True
-                )
+                rgb, colour = self._rgb, pattern.colour
+
+                def lit() -> None:
+                    rgb.color = colour
+
+                self._schedule(now, pattern.led, lit, rgb.off)
         self._busy_until = now + pattern.total_s if pattern.total_s > 0 else None
+        self._due(now)  # the first changes at once
+
+    def _schedule(self, now: float, blink: Blink, on: Callable[[], None], off: Callable[[], None]) -> None:
+        """``blink`` from ``now``: on, off after on_ms, on again after off_ms, n times (as gpiozero's blink)."""
+        period = (blink.on_ms + blink.off_ms) / 1000
+        for i in range(blink.n):
+            for at, change in ((now + i * period, on), (now + i * period + blink.on_ms / 1000, off)):
+                heapq.heappush(self._steps, (at, self._order, change))
+                self._order += 1
+
+    def _due(self, now: float) -> None:
+        while self._steps and self._steps[0][0] <= now:
+            heapq.heappop(self._steps)[2]()
 
     def _any_on(self) -> bool:
         return any(device is not None and bool(device.is_active) for device in (self._led, self._rgb, self._buzzer))
 
+    def _silence_steps(self) -> None:
+        self._steps.clear()
+
     def _silence(self) -> None:
+        self._silence_steps()
         for device in (self._led, self._rgb, self._buzzer):
             if device is not None:
                 device.off()
@@ -282,29 +351,6 @@ class FeedbackDriver:
     def _run(self) -> None:
         with self._cond:
             while not self._closed:
-                if self._busy_until is None:
-                    if self._pending is None:
-                        self._cond.wait()
-                        continue
-                else:
-                    delay = self._busy_until - time.monotonic()
-                    if delay > 0:
-                        self._cond.wait(delay)
-                        continue
-                # The pattern playing has ended: start the waiting one, or show the indicator again.
-                self._busy_until = None
-                pending, self._pending = self._pending, None
-                try:
-                    if pending is not None:
-                        self._start(pending, time.monotonic())
-                    else:
-                        self._show_indicator()
-                except Exception:  # a failing pin must not end the worker
-                    log.exception("feedback failed")
-                self._cond.notify_all()  # a wait_idle caller
-            self._busy_until = None
-            self._pending = None
-            try:
-                self._silence()
-            except Exception:
-                log.exception("switching the feedback devices off failed")
+                due = self.poll()  # the condition's lock is re-entrant
+                if not self._closed:
+                    self._cond.wait(None if due is None else max(0.0, due - self._clock()))

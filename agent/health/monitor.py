@@ -150,6 +150,7 @@ class HealthMonitor:
 
     def __init__(
         self,
+        *,
         config: HealthConfig,
         limits: Limits,
         watched: Watched,
@@ -169,7 +170,9 @@ class HealthMonitor:
         self._show = show
         self._notifier = notifier or Notifier({})
         self._set_clock_trusted = set_clock_trusted
-        self._battery = Path(config.battery_path) if config.battery_path else find_battery()
+        # The configured battery, or one looked for at the first look (not here: a constructor reads nothing).
+        self._battery: Path | None = Path(config.battery_path) if config.battery_path else None
+        self._battery_known = self._battery is not None
         self.faults: dict[str, str] = {}  # check name -> detail, as of the last look
         self.checks: tuple[Check, ...] = ()
         self._last_frames: tuple[int, float] | None = None
@@ -204,6 +207,11 @@ class HealthMonitor:
 
     # --- one look --------------------------------------------------------------------------------------
 
+    def _battery_file(self) -> Path | None:
+        if not self._battery_known:
+            self._battery, self._battery_known = find_battery(), True
+        return self._battery
+
     def read(self, now: float) -> Readings:
         frames = self.watched.frames()
         fps = None
@@ -222,7 +230,7 @@ class HealthMonitor:
             free_bytes=free,
             storage_error=storage_error,
             temperature_c=read_temperature_c(self.config.temperature_path),
-            battery_percent=read_battery_percent(self._battery),
+            battery_percent=read_battery_percent(self._battery_file()),
             recorder_fault=self.watched.recorder_fault(),
         )
 

@@ -211,11 +211,12 @@ def start_monitor(
         camera.clock_trusted = trusted
 
     monitor = HealthMonitor(
-        config.health,
-        Limits.from_config(config.health, config.camera.fps, config.thresholds),
-        Watched(lambda: session.stats.frames_in, config.store, ledger.write_timer, recorder_fault,
-                lambda: describe_activity(status())),
-        ledger, reporter, startup.clock, show=show, notifier=startup.notifier, set_clock_trusted=set_clock_trusted,
+        config=config.health,
+        limits=Limits.from_config(config.health, config.camera.fps, config.thresholds),
+        watched=Watched(lambda: session.stats.frames_in, config.store, ledger.write_timer, recorder_fault,
+                        lambda: describe_activity(status())),
+        ledger=ledger, reporter=reporter, clock=startup.clock, show=show, notifier=startup.notifier,
+        set_clock_trusted=set_clock_trusted,
     )
     monitor.start()
     return monitor

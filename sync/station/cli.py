@@ -48,6 +48,7 @@ from agent.verify_cli import printable
 from firmware_config.profiles import load_profiles
 from firmware_config.station_config import MIB, StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
+from sync.station.faults import FaultPoints
 from sync.station.index import SqliteIndex, technician_index
 from sync.station.problems import ProblemLog
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
@@ -130,7 +131,8 @@ def _open_index(config: StationConfig, create: bool = False) -> SqliteIndex:
     return SqliteIndex(config.index_path)
 
 
-def _serve(config: StationConfig) -> int:
+def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
+    """``serve``; ``faults``: the crash tests' hook (tests/station/faulty_serve.py), none otherwise."""
     from sync.station.receiver import Receiver
     from sync.station.service import StationService, make_client
 
@@ -140,7 +142,8 @@ def _serve(config: StationConfig) -> int:
     store.lock()
     index = SqliteIndex(config.index_path)
     try:
-        receiver = Receiver(config, store, index, load_or_create_device_key(config.key), SystemClock())
+        receiver = Receiver.open(config=config, store=store, index=index, ack_key=load_or_create_device_key(config.key),
+                                 clock=SystemClock(), faults=faults)
         overdue = overdue_task(OverdueCheck(config, index, store, load_profiles()), receiver.clock,
                                config.overdue.check_interval_seconds)
         scrubber = Scrubber(store, index, receiver.problems, config.scrub.slice_mib * MIB)
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{config.broker.host}:{config.broker.port}, data {display_path(config.data)})")
             return EXIT_OK
         if args.command == "serve":
-            return _serve(config)
+            return serve(config)
         code = _COMMANDS[args.command](config, args)
         sys.stdout.flush()
         return code

@@ -23,8 +23,6 @@ the message to the broker, and a restart reconciles the ledger copies with the i
 from __future__ import annotations
 
 import logging
-import os
-import signal
 from collections.abc import Sequence
 
 from agent.errors import ProtocolError, StoreError
@@ -48,6 +46,7 @@ from sync.protocol import (
 )
 from sync.station.ack_log import AckLog
 from sync.station.deadline import WorkingCalendar
+from sync.station.faults import AFTER_RECORDS, AFTER_STORE, ON_MESSAGE, FaultPoints, NoFaults
 from sync.station.health import HealthIntake
 from sync.station.index import Index
 from sync.station.intake import IntakeLimits, RecordIntake
@@ -69,15 +68,15 @@ from sync.station.store import EvidenceStore
 from sync.station.transfer import FileTransfer, TransferLimits, TransferResult
 
 log = logging.getLogger(__name__)
-FAULT_ENV = "BODYCAM_STATION_FAULT"
 NO_SESSION = "none"
 # The station answers a hello at once: a t3 later than this after t2 was not the station's.
 MAX_REPLY_US = 60_000_000
 
 
 class Receiver:
-    def __init__(self, config: StationConfig, store: EvidenceStore, index: Index, ack_key: DeviceKey,
-                 clock: Clock) -> None:
+    def __init__(self, *, config: StationConfig, store: EvidenceStore, index: Index, ack_key: DeviceKey,
+                 clock: Clock, faults: FaultPoints | None = None) -> None:
+        """What the receiver holds; nothing is read here (``open`` reads the store and the index)."""
         self.config = config
         self.store = store
         self.index = index
@@ -88,15 +87,23 @@ class Receiver:
         self.set_aside = SetAside(config.data / "set-aside")
         self.health = HealthIntake(index)
         self.fault: str | None = None
-        self._fault_points: list[str] = []
+        self.faults = faults or NoFaults()  # tests inject crashes and bugs here (sync/station/faults.py)
+        self._fault_points: list[tuple[str, str]] = []  # (point, topic) reached in this batch
         self._acks_due: dict[str, list[AckedFile]] = {}  # device -> files stored, acknowledged at the batch's end
-        self._injected = os.environ.get(FAULT_ENV, "")
         self.ack_log = AckLog(store)  # the acks signed in a batch, logged in the copies after its commit
-        self._fresh_state()
-        died = self.set_aside.recover()
+
+    @classmethod
+    def open(cls, *, config: StationConfig, store: EvidenceStore, index: Index, ack_key: DeviceKey, clock: Clock,
+             faults: FaultPoints | None = None) -> Receiver:
+        """A receiver ready for messages: its state built from the store and the index (the ledger copies
+        reconciled with the index), and the messages in flight when the last run died taken back."""
+        receiver = cls(config=config, store=store, index=index, ack_key=ack_key, clock=clock, faults=faults)
+        receiver._fresh_state()
+        died = receiver.set_aside.recover()
         if died:
             log.warning("%d message(s) were in flight when the last run died: each is handled alone now, and set "
                         "aside if it was in flight at %d deaths", len(died), DEATHS_TO_SET_ASIDE)
+        return receiver
 
     def _fresh_state(self) -> None:
         """What the receiver keeps in memory, built from the store and the index as at a start."""
@@ -181,8 +188,8 @@ class Receiver:
             self._record_fault(messages[-1][0] if messages else "")
             return []
         assert not isinstance(attempt, _Poisoned)
-        for point in self._fault_points:  # crash tests: after the commit, before any reply leaves
-            _fault_point(point)
+        for point, topic in self._fault_points:  # after the commit, before any reply leaves
+            self.faults.at(point, topic)
         return attempt
 
     def _attempt(self, messages: Sequence[tuple[str, bytes, int | None]]) -> list[Outgoing] | _Poisoned:
@@ -279,11 +286,7 @@ class Receiver:
 
     def _dispatch(self, topic: str, payload: bytes, received_us: int) -> list[Outgoing]:
         parsed = parse_topic(topic)
-        if self._injected in (f"raise-on-{parsed.kind}", f"raise-on-{parsed.kind}:{parsed.device}"):
-            # Fault tests: a receiver bug that this kind of message (from this device) triggers.
-            raise RuntimeError(f"fault injection: {FAULT_ENV}={self._injected}")
-        if self._injected == f"die-on-{parsed.kind}:{parsed.device}":
-            _fault_point(self._injected)  # and one that kills the process outright
+        self.faults.at(ON_MESSAGE, topic)
         if parsed.direction != "up":
             raise ProtocolError(f"topic {topic}: a station-to-device topic; the station takes nothing there")
         limit = self.config.max_message_bytes
@@ -303,11 +306,11 @@ class Receiver:
             return self._records(device, payload, topic)
         if parsed.kind == "file":
             offer = FileOffer.decode(payload)
-            return self._transferred(device.id, self.transfer.offer(device.id, offer, offer.session))
+            return self._transferred(device.id, self.transfer.offer(device.id, offer, offer.session), topic)
         if parsed.kind == "chunk":
             header, data = decode_chunk(payload)
             result = self.transfer.chunk(device.id, header, data, self.session_of(device.id))
-            return self._transferred(device.id, result)
+            return self._transferred(device.id, result, topic)
         if parsed.kind == "done":
             return self._done(device, payload, topic)
         if parsed.kind == "health":
@@ -401,13 +404,13 @@ class Receiver:
             return []
         self.index.count(device.id, session, "records", result.stored)
         self.intake.report_late(device.id, result, topic)
-        self._fault_points.append("kill-after-records")
+        self._fault_points.append((AFTER_RECORDS, topic))
         return self._ack_due(device.id)
 
-    def _transferred(self, device: str, result: TransferResult) -> list[Outgoing]:
+    def _transferred(self, device: str, result: TransferResult, topic: str) -> list[Outgoing]:
         out = [Outgoing(down_topic(device, "file"), result.status.encode())]
         if result.stored is not None:
-            self._fault_points.append("kill-after-store")
+            self._fault_points.append((AFTER_STORE, topic))
             self._ack_due(device, result.stored)
         return out
 
@@ -454,13 +457,6 @@ class _Poisoned(Exception):
         super().__init__(error)
         self.position = position
         self.error = error
-
-
-def _fault_point(name: str) -> None:
-    """Crash tests: die here (as a power cut would) when BODYCAM_STATION_FAULT names this point."""
-    if os.environ.get(FAULT_ENV) == name:
-        log.warning("fault injection: %s", name)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _device_of(topic: str) -> str | None:

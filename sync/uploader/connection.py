@@ -18,7 +18,6 @@ import socket
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.errors import ProtocolError
 from firmware_config.device_config import SyncSettings
 from sync.protocol import down_subscription
+from sync.uploader.transport import ConnectInfo, Event
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 30
@@ -38,30 +38,9 @@ KEEPALIVE_S = 30
 DEFAULT_INFLIGHT = 20
 
 
-@dataclass(frozen=True)
-class Event:
-    """Something paho reported: kind is "connected", "subscribed", "message" or "disconnected"."""
-
-    kind: str
-    topic: str = ""
-    payload: bytes = b""
-    received_us: int = 0  # wall clock when the callback ran (t4 of the clock exchange)
-    reason: str = ""
-    session_present: bool = False
-    max_packet: int | None = None
-    receive_max: int | None = None
-    failed: bool = False
-
-
-@dataclass(frozen=True)
-class ConnectInfo:
-    session_present: bool
-    max_packet: int | None  # the broker's Maximum Packet Size, None when it sets no limit
-    receive_max: int | None
-
-
 class Connection:
-    """A connected, subscribed client; ``next_event`` hands out what the station sends, in order."""
+    """The Transport over MQTT (sync/uploader/transport.py): a connected, subscribed client; ``next_event``
+    hands out what the station sends, in order."""
 
     def __init__(self, settings: SyncSettings, device_id: str) -> None:
         self.settings = settings

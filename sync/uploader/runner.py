@@ -34,6 +34,7 @@ from sync.uploader.health import HealthForwarder
 from sync.uploader.ledger_view import LedgerView
 from sync.uploader.plan import files_to_offer
 from sync.uploader.session import Session, SessionStats
+from sync.uploader.transport import Connect, Transport
 
 log = logging.getLogger(__name__)
 PURGE_RETRY_S = 600.0
@@ -54,8 +55,9 @@ class Uploader:
 
     def __init__(self, config: DeviceConfig, custody: Custody, station_key: Ed25519PublicKey,
                  stop: threading.Event | None = None, spool: AckSpool | None = None,
-                 assignments: AssignmentInbox | None = None) -> None:
+                 assignments: AssignmentInbox | None = None, *, connect: Connect = Connection) -> None:
         self.config = config
+        self._connect = connect  # a new transport per connection: MQTT here, in memory in tests
         self.settings = config.sync
         self.stop = stop or threading.Event()
         self.view = LedgerView(config.store, config.device_id)
@@ -65,7 +67,7 @@ class Uploader:
         self.acks = AckHandler(config.device_id, station_key, self.view, self.state, self.worker)
         self.assignments = assignments or make_assignment_inbox(config, station_key)
         self.policy = RetentionPolicy.from_settings(self.settings)
-        self.conn: Connection | None = None
+        self.conn: Transport | None = None
         self.reached = False  # whether the broker answered at all in this run
         self.last_error: str | None = None  # why the last connection attempt failed
         self.sessions: deque[SessionStats] = deque(maxlen=SESSIONS_KEPT)  # the latest, for callers and tests
@@ -149,14 +151,14 @@ class Uploader:
             self.conn.close()
             self.conn = None
 
-    def _live(self) -> Connection | None:
+    def _live(self) -> Transport | None:
         """The connection when it is still open."""
         return self.conn if self.conn is not None and not self.conn.closed else None
 
-    def _connection(self) -> Connection:
+    def _connection(self) -> Transport:
         if (live := self._live()) is not None:
             return live
-        conn = Connection(self.settings, self.config.device_id)
+        conn = self._connect(self.settings, self.config.device_id)
         try:
             conn.open()
         except ProtocolError as exc:

@@ -39,10 +39,10 @@ from sync.protocol import (
 )
 from sync.uploader.acks import AckHandler, UploadState
 from sync.uploader.assignment import AssignmentInbox
-from sync.uploader.connection import Connection, Event
 from sync.uploader.ledger_view import LedgerView
 from sync.uploader.plan import LedgerLine, batches, files_to_offer
 from sync.uploader.transfer import FilePipeline
+from sync.uploader.transport import Event, Transport
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often a waiting session looks at the stop flag and its deadlines
@@ -85,7 +85,7 @@ def _batches_with_seq(lines: list[LedgerLine], max_bytes: int) -> list[tuple[byt
 
 
 class Session:
-    def __init__(self, conn: Connection, settings: SyncSettings, device_id: str, view: LedgerView,
+    def __init__(self, conn: Transport, settings: SyncSettings, device_id: str, view: LedgerView,
                  acks: AckHandler, state: UploadState, stop: threading.Event, deadline: float | None = None,
                  assignments: AssignmentInbox | None = None) -> None:
         self.conn = conn

@@ -194,7 +194,7 @@ def test_the_control_socket_assign_op(harness: Harness, short_folder: Path, tmp_
     key_file = tmp_path / "station.pub"
     key_file.write_text(public_key_raw(STATION.public_key).hex() + "\n")
     socket_path = short_folder / "c.sock"
-    server = ControlServer(socket_path, "nogroup-bodycam-test", device.command, device.status,
+    server = ControlServer(path=socket_path, group="nogroup-bodycam-test", handle=device.command, status=device.status,
                            assign=assignment_handler(device, key_file))
     server.start()
     try:
@@ -218,7 +218,7 @@ def test_the_control_socket_assign_op(harness: Harness, short_folder: Path, tmp_
     finally:
         server.close()
     # Without sync.station_key a station assignment cannot be checked: refused, the dock still works.
-    server = ControlServer(socket_path, "nogroup-bodycam-test", device.command, device.status,
+    server = ControlServer(path=socket_path, group="nogroup-bodycam-test", handle=device.command, status=device.status,
                            assign=assignment_handler(device, None))
     server.start()
     try:

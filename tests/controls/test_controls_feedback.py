@@ -1,14 +1,18 @@
 """FeedbackDriver on gpiozero's mock pins: each pattern's LED and buzzer states and times, the recording
 indicator, patterns meeting each other, and the 100 ms start budget (also measured from a real press).
 
-MockPin records every state change with the time since the previous one (``pin.states``); the tests compare
-the sequence of states exactly and the durations within a tolerance for thread scheduling.
+Most tests drive the driver's clock by hand (``Rig``: a fake clock, ``poll()`` at each change it schedules) and
+note each mock pin change at the fake time it happened, so the times are compared exactly and nothing sleeps.
+Two tests run the worker thread on the real clock: a real press's feedback, and ``wait_idle`` being woken.
+MockPin records every state change with the time since the previous one (``pin.states``); those tests compare
+the durations within a tolerance for thread scheduling.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,35 +20,96 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.controls.buttons import ButtonPanel
-from agent.controls.config import FeedbackConfig
+from agent.controls.config import ControlsConfig, FeedbackConfig
 from agent.controls.feedback import CUT_GAP_S, PATTERNS, QUEUE_LIMIT_S, Blink, FeedbackDriver, pattern_for
 from agent.errors import ConfigError
 from agent.workflow.events import Button, Feedback, FeedbackEffect, Press
 
 TOLERANCE_MS = 50  # thread wake-up jitter on a busy test machine (gpiozero's own tests allow 50 ms)
-EARLY_MS = 15  # a gap between two patterns can be short by the start-up delay of the first one
 START_BUDGET_S = 0.100  # the issue: every press gives feedback within 100 ms
 
 
-@pytest.fixture
-def driver(mock_factory: Any, hw: SimpleNamespace) -> Any:
-    feedback = FeedbackDriver(hw.quick_config(), pin_factory=mock_factory)
-    yield feedback
-    feedback.close()
+class FakeTime:
+    """The driver's clock, moved by ``Rig.run`` only."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    """A FeedbackDriver on a fake clock (no worker thread) and its pins' changes at fake times.
+
+    ``run(seconds)`` moves the clock from change to change as the driver schedules them, calling ``poll()`` at
+    each; every new entry of a MockPin's ``states`` is noted with the fake time it appeared at.
+    """
+
+    def __init__(self, config: ControlsConfig | FeedbackConfig, factory: MockFactory, pins: dict[str, int]) -> None:
+        self.clock = FakeTime()
+        self.driver = FeedbackDriver(config, pin_factory=factory, clock=self.clock)
+        self.pins = {name: factory.pin(number) for name, number in pins.items()}
+        self._seen = {name: len(pin.states) for name, pin in self.pins.items()}
+        self._log: dict[str, list[tuple[float, Any]]] = {}
+        self.clear()
+
+    def note(self) -> None:
+        for name, pin in self.pins.items():
+            for entry in pin.states[self._seen[name]:]:
+                self._log[name].append((self.clock.now, entry.state))
+            self._seen[name] = len(pin.states)
+
+    def clear(self) -> float:
+        """Forget the changes so far; returns the (fake) time of clearing."""
+        self.note()
+        self._log = {name: [(self.clock.now, pin.state)] for name, pin in self.pins.items()}
+        return self.clock.now
+
+    def show(self, effect: FeedbackEffect) -> None:
+        self.driver.show(effect)
+        self.note()
+
+    def set_recording(self, on: bool) -> None:
+        self.driver.set_recording(on)
+        self.note()
+
+    def run(self, seconds: float) -> None:
+        end = self.clock.now + seconds
+        while (due := self.driver.poll()) is not None and due <= end:
+            self.note()
+            self.clock.now = due
+        self.note()
+        self.clock.now = end
+        self.driver.poll()
+        self.note()
+
+    def changes(self, name: str) -> list[tuple[float, Any]]:
+        """(fake time, state) of each change since the last ``clear``."""
+        return self._log[name][1:]
+
+    def phases(self, name: str) -> list[tuple[Any, float]]:
+        """(state, how long it lasted in ms) since the last ``clear``, but the last one, which has not ended."""
+        log = self._log[name]
+        return [(log[i][1], (log[i + 1][0] - log[i][0]) * 1000) for i in range(len(log) - 1)]
+
+    def play(self, effect: FeedbackEffect) -> float:
+        """Show ``effect`` on cleared pins and run until it has finished; returns when show() was called."""
+        called = self.clear()
+        self.show(effect)
+        self.run(pattern_for(effect).total_s + 0.05)
+        return called
 
 
 @pytest.fixture
-def led(mock_factory: Any, hw: SimpleNamespace, driver: Any) -> Any:
-    return mock_factory.pin(hw.LED_PIN)
-
-
-@pytest.fixture
-def buzzer(mock_factory: Any, hw: SimpleNamespace, driver: Any) -> Any:
-    return mock_factory.pin(hw.BUZZER_PIN)
+def rig(mock_factory: Any, hw: SimpleNamespace) -> Iterator[Rig]:
+    made = Rig(hw.quick_config(), mock_factory, {"led": hw.LED_PIN, "buzzer": hw.BUZZER_PIN})
+    yield made
+    made.driver.close()
 
 
 def expected_phases(blink: Blink) -> list[tuple[bool, float]]:
-    """off at clearing (0 ms long), then on/off n times; the last off phase has no end yet, so it is left out."""
+    """off at clearing (shown at once: 0 ms long), then on/off n times; the last off phase has not ended."""
     out: list[tuple[bool, float]] = [(False, 0.0)]
     for i in range(blink.n):
         out.append((True, blink.on_ms))
@@ -54,19 +119,8 @@ def expected_phases(blink: Blink) -> list[tuple[bool, float]]:
 
 
 def assert_phases(actual: list[tuple[Any, float]], expected: list[tuple[bool, float]], what: str) -> None:
-    assert [bool(s) for s, _ in actual] == [s for s, _ in expected], f"{what}: {actual}"
-    for (_, got), (_, want) in zip(actual[1:], expected[1:], strict=True):
-        assert want - EARLY_MS <= got <= want + TOLERANCE_MS, f"{what}: {actual} (want {expected})"
-
-
-def play(driver: Any, pins: list[Any], effect: FeedbackEffect, hw: SimpleNamespace) -> float:
-    """Show ``effect`` on cleared pins and wait until it has finished; returns when show() was called."""
-    for pin in pins:
-        hw.clear(pin)
-    called = time.monotonic()
-    driver.show(effect)
-    time.sleep(pattern_for(effect).total_s + 0.05)
-    return called
+    """Exact (on the fake clock): the same states, each as long as the pattern says."""
+    assert [(bool(s), round(ms, 6)) for s, ms in actual] == [(s, float(ms)) for s, ms in expected], what
 
 
 BLINK_EFFECTS = [FeedbackEffect(p) for p in Feedback if p not in (Feedback.RECORDING_ON, Feedback.RECORDING_OFF)] + [
@@ -74,31 +128,17 @@ BLINK_EFFECTS = [FeedbackEffect(p) for p in Feedback if p not in (Feedback.RECOR
 ]
 
 
-def test_blink_patterns_on_led_and_buzzer(hw: SimpleNamespace) -> None:
-    """Every blinking pattern at once, each on its own mock board, so the whole table takes 1.7 s, not 9."""
-    boards = [MockFactory() for _ in BLINK_EFFECTS]
-    drivers = [FeedbackDriver(hw.quick_config(), pin_factory=board) for board in boards]
-    try:
-        pins = [(board.pin(hw.LED_PIN), board.pin(hw.BUZZER_PIN)) for board in boards]
-        for (led, buzzer), driver, effect in zip(pins, drivers, BLINK_EFFECTS, strict=True):
-            hw.clear(led)
-            hw.clear(buzzer)
-            driver.show(effect)
-        time.sleep(max(pattern_for(e).total_s for e in BLINK_EFFECTS) + 0.05)
-        for (led, buzzer), effect in zip(pins, BLINK_EFFECTS, strict=True):
-            pattern = pattern_for(effect)
-            assert pattern.led is not None and pattern.buzzer is not None
-            assert_phases(hw.phases(led), expected_phases(pattern.led), f"{effect} LED")
-            assert_phases(hw.phases(buzzer), expected_phases(pattern.buzzer), f"{effect} buzzer")
-            assert led.state == 0 and buzzer.state == 0, effect  # all off afterwards when not recording
-    finally:
-        for driver in drivers:
-            driver.close()
-        for board in boards:
-            board.reset()
+def test_blink_patterns_on_led_and_buzzer(rig: Rig) -> None:
+    for effect in BLINK_EFFECTS:
+        rig.play(effect)
+        pattern = pattern_for(effect)
+        assert pattern.led is not None and pattern.buzzer is not None
+        assert_phases(rig.phases("led"), expected_phases(pattern.led), f"{effect} LED")
+        assert_phases(rig.phases("buzzer"), expected_phases(pattern.buzzer), f"{effect} buzzer")
+        assert rig.pins["led"].state == 0 and rig.pins["buzzer"].state == 0, effect  # all off: not recording
 
 
-def test_the_table_as_the_issue_asks(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
+def test_the_table_as_the_issue_asks() -> None:
     assert PATTERNS[Feedback.ACK].led == Blink(50, 30)  # one 50 ms blink
     assert PATTERNS[Feedback.ACK].buzzer == Blink(30, 50)  # and a 30 ms click
     refused = PATTERNS[Feedback.REFUSED].buzzer
@@ -113,132 +153,145 @@ def test_the_table_as_the_issue_asks(driver: Any, led: Any, buzzer: Any, hw: Sim
     assert len(set(sounds)) == len(sounds)
 
 
-def test_every_pattern_starts_within_100_ms(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
+def test_every_pattern_starts_within_100_ms(rig: Rig) -> None:
     for pattern in [*Feedback, Feedback.ACK]:  # each cuts the one before, which is far from its end
-        driver.set_recording(False)
-        time.sleep(0.01)
-        cleared = (hw.clear(led), hw.clear(buzzer))
-        called = time.monotonic()
-        driver.show(FeedbackEffect(pattern))
-        hw.wait_for_changes(buzzer, 1)
-        hw.wait_for_changes(led, 1, timeout=0.0 if pattern is Feedback.RECORDING_OFF else 2.0)  # LED was dark
-        first = min(t for pin, at in zip((led, buzzer), cleared, strict=True) for t, _ in hw.changes(pin, at))
+        rig.set_recording(False)
+        rig.run(0.01)
+        called = rig.clear()
+        rig.show(FeedbackEffect(pattern))
+        rig.run(START_BUDGET_S)
+        assert rig.changes("buzzer"), pattern
+        assert rig.changes("led") or pattern is Feedback.RECORDING_OFF, pattern  # the LED was dark already
+        first = min(t for name in ("led", "buzzer") for t, _ in rig.changes(name))
         assert first - called < START_BUDGET_S, pattern
 
 
-def test_recording_indicator(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    called = play(driver, [led, buzzer], FeedbackEffect(Feedback.RECORDING_ON), hw)
-    assert driver.recording
-    assert [s for _, s in hw.changes(led, called)] == [True]  # steady on, at once
-    assert hw.changes(led, called)[0][0] - called < START_BUDGET_S
-    assert_phases(hw.phases(buzzer), expected_phases(Blink(300, 100)), "RECORDING_ON buzzer")
+def test_recording_indicator(rig: Rig) -> None:
+    called = rig.play(FeedbackEffect(Feedback.RECORDING_ON))
+    assert rig.driver.recording
+    assert [s for _, s in rig.changes("led")] == [True]  # steady on, at once
+    assert rig.changes("led")[0][0] == called
+    assert_phases(rig.phases("buzzer"), expected_phases(Blink(300, 100)), "RECORDING_ON buzzer")
 
     # A pattern while recording plays over the lit LED (its off phases show as dark winks), then the LED is lit again.
-    play(driver, [led, buzzer], FeedbackEffect(Feedback.BOOKMARK), hw)
-    assert [bool(s) for s, _ in hw.phases(led)] == [True, False, True, False]
-    assert led.state == 1
+    rig.play(FeedbackEffect(Feedback.BOOKMARK))
+    assert [bool(s) for s, _ in rig.phases("led")] == [True, False, True, False]
+    assert rig.pins["led"].state == 1
 
-    called = play(driver, [led, buzzer], FeedbackEffect(Feedback.RECORDING_OFF), hw)
-    assert not driver.recording
-    assert [s for _, s in hw.changes(led, called)] == [False]
-    assert_phases(hw.phases(buzzer), expected_phases(Blink(80, 80, 2)), "RECORDING_OFF buzzer")
+    called = rig.play(FeedbackEffect(Feedback.RECORDING_OFF))
+    assert not rig.driver.recording
+    assert rig.changes("led") == [(called, False)]
+    assert_phases(rig.phases("buzzer"), expected_phases(Blink(80, 80, 2)), "RECORDING_OFF buzzer")
 
 
-def test_set_recording_without_a_pattern(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    hw.clear(buzzer)
-    driver.set_recording(True)
+def test_set_recording_without_a_pattern(rig: Rig) -> None:
+    led = rig.pins["led"]
+    rig.clear()
+    rig.set_recording(True)
     assert led.state == 1
-    driver.show(FeedbackEffect(Feedback.STAGE))
-    time.sleep(0.05)
-    driver.set_recording(False)  # during a pattern: applied when it ends
+    rig.show(FeedbackEffect(Feedback.STAGE))
+    rig.run(0.05)
+    rig.set_recording(False)  # during a pattern: applied when it ends
     assert led.state == 1
-    time.sleep(pattern_for(FeedbackEffect(Feedback.STAGE)).total_s + 0.05)
+    rig.run(pattern_for(FeedbackEffect(Feedback.STAGE)).total_s + 0.05)
     assert led.state == 0
-    driver.set_recording(True)
+    rig.set_recording(True)
     assert led.state == 1
-    assert len(buzzer.states) == 3  # the STAGE beep on and off: set_recording itself is silent
+    assert [s for _, s in rig.changes("buzzer")] == [True, False]  # the STAGE beep: set_recording itself is silent
 
 
-def test_ack_then_a_pattern_at_once_plays_both(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    hw.clear(led)
-    hw.clear(buzzer)
-    called = time.monotonic()
-    driver.show(FeedbackEffect(Feedback.ACK))
-    driver.show(FeedbackEffect(Feedback.STAGE))
-    time.sleep(0.08 + 0.3 + 0.05)
-    beeps = [(round(ms), bool(s)) for s, ms in hw.phases(buzzer)]
-    assert [s for _, s in beeps] == [False, True, False, True]  # the click, then the stage beep
-    assert_phases(hw.phases(buzzer)[:2], [(False, 0), (True, 30)], "ACK click")
-    stage_start = hw.changes(buzzer, called)[2][0]
+def test_ack_then_a_pattern_at_once_plays_both(rig: Rig) -> None:
+    called = rig.clear()
+    rig.show(FeedbackEffect(Feedback.ACK))
+    rig.show(FeedbackEffect(Feedback.STAGE))
+    rig.run(0.08 + 0.3 + 0.05)
+    assert [bool(s) for s, _ in rig.phases("buzzer")] == [False, True, False, True]  # the click, the stage beep
+    assert_phases(rig.phases("buzzer")[:2], [(False, 0), (True, 30)], "ACK click")
+    stage_start = rig.changes("buzzer")[2][0]
+    assert stage_start - called == pytest.approx(pattern_for(FeedbackEffect(Feedback.ACK)).total_s)
     assert stage_start - called < START_BUDGET_S
-    assert [bool(s) for s, _ in hw.phases(led)] == [False, True, False, True]
+    assert [bool(s) for s, _ in rig.phases("led")] == [False, True, False, True]
 
 
-def test_a_new_pattern_cuts_a_long_one(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    driver.show(FeedbackEffect(Feedback.RETENTION))
-    time.sleep(0.6)  # in the off gap between the two long beeps
-    hw.clear(buzzer)
-    called = time.monotonic()
-    driver.show(FeedbackEffect(Feedback.ACK))
-    time.sleep(0.08 + 0.05)
-    changes = hw.changes(buzzer, called)
-    assert changes[0][0] - called < 0.02  # all was dark and silent: no gap needed
-    time.sleep(0.05)  # past the time the cut pattern's second beep would have started (650 ms)
-    assert [s for _, s in hw.changes(buzzer, called)] == [True, False]  # the ACK click; the second beep never came
+def test_a_new_pattern_cuts_a_long_one(rig: Rig) -> None:
+    rig.show(FeedbackEffect(Feedback.RETENTION))
+    rig.run(0.6)  # in the off gap between the two long beeps
+    called = rig.clear()
+    rig.show(FeedbackEffect(Feedback.ACK))
+    rig.run(0.08 + 0.05)
+    assert rig.changes("buzzer")[0][0] == called  # all was dark and silent: no gap needed
+    rig.run(0.05)  # past the time the cut pattern's second beep would have started (650 ms)
+    assert [s for _, s in rig.changes("buzzer")] == [True, False]  # the ACK click; the second beep never came
 
 
-def test_a_cut_during_a_beep_is_heard_as_a_new_pattern(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    driver.show(FeedbackEffect(Feedback.ERROR))  # a 1 s buzz
-    time.sleep(0.2)
-    hw.clear(buzzer)
-    called = time.monotonic()
-    driver.show(FeedbackEffect(Feedback.STAGE))
-    time.sleep(CUT_GAP_S + 0.3 + 0.05)
-    (off_at, off), (on_at, on), (_, end) = hw.changes(buzzer, called)
+def test_a_cut_during_a_beep_is_heard_as_a_new_pattern(rig: Rig) -> None:
+    rig.show(FeedbackEffect(Feedback.ERROR))  # a 1 s buzz
+    rig.run(0.2)
+    called = rig.clear()
+    rig.show(FeedbackEffect(Feedback.STAGE))
+    rig.run(CUT_GAP_S + 0.3 + 0.05)
+    (off_at, off), (on_at, on), (end_at, end) = rig.changes("buzzer")
     assert (off, on, end) == (False, True, False)
-    assert off_at - called < 0.01  # silent at once
-    assert CUT_GAP_S - 0.002 <= on_at - off_at < CUT_GAP_S + TOLERANCE_MS / 1000
+    assert off_at == called  # silent at once
+    assert on_at - off_at == pytest.approx(CUT_GAP_S)  # then the gap, then the new pattern
+    assert end_at - on_at == pytest.approx(0.2)
 
 
-def test_only_the_newest_waiting_pattern_plays(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    hw.clear(buzzer)
-    driver.show(FeedbackEffect(Feedback.ACK))
-    driver.show(FeedbackEffect(Feedback.RETENTION))
-    driver.show(FeedbackEffect(Feedback.STAGE))  # replaces RETENTION while both wait for the click to end
-    time.sleep(0.08 + 0.3 + 0.05)
-    assert_phases(hw.phases(buzzer), [(False, 0), (True, 30), (False, 50), (True, 200)], "ACK then STAGE")
+def test_only_the_newest_waiting_pattern_plays(rig: Rig) -> None:
+    rig.clear()
+    rig.show(FeedbackEffect(Feedback.ACK))
+    rig.show(FeedbackEffect(Feedback.RETENTION))
+    rig.show(FeedbackEffect(Feedback.STAGE))  # replaces RETENTION while both wait for the click to end
+    rig.run(0.08 + 0.3 + 0.05)
+    assert_phases(rig.phases("buzzer"), [(False, 0), (True, 30), (False, 50), (True, 200)], "ACK then STAGE")
     assert QUEUE_LIMIT_S < START_BUDGET_S
 
 
-def test_wait_idle_returns_when_the_patterns_end(driver: Any, led: Any, buzzer: Any, hw: SimpleNamespace) -> None:
-    assert driver.wait_idle(0.01) is True  # nothing playing
-    driver.show(FeedbackEffect(Feedback.ACK))
-    driver.show(FeedbackEffect(Feedback.STAGE))  # waits for the click to end
-    total = pattern_for(FeedbackEffect(Feedback.ACK)).total_s + pattern_for(FeedbackEffect(Feedback.STAGE)).total_s
-    assert driver.wait_idle(total / 4) is False  # still playing
-    started = time.monotonic()
-    assert driver.wait_idle(5) is True
-    # Woken by the worker as the waiting pattern ends, not seconds of polling later.
-    assert time.monotonic() - started < total + TOLERANCE_MS / 1000
-    assert not buzzer.state and [bool(s) for s, _ in hw.phases(buzzer)][-2:] == [False, True]  # both played, now silent
+def test_wait_idle_returns_when_the_patterns_end(mock_factory: Any, hw: SimpleNamespace) -> None:
+    """On the real clock with the worker thread: wait_idle is woken by it as the patterns end."""
+    buzzer = mock_factory.pin(hw.BUZZER_PIN)
+    with FeedbackDriver(hw.quick_config(), pin_factory=mock_factory) as driver:
+        assert driver.wait_idle(0.01) is True  # nothing playing
+        driver.show(FeedbackEffect(Feedback.ACK))
+        driver.show(FeedbackEffect(Feedback.STAGE))  # waits for the click to end
+        total = (pattern_for(FeedbackEffect(Feedback.ACK)).total_s
+                 + pattern_for(FeedbackEffect(Feedback.STAGE)).total_s)
+        assert driver.wait_idle(total / 4) is False  # still playing
+        started = time.monotonic()
+        assert driver.wait_idle(5) is True
+        # Woken by the worker as the waiting pattern ends, not seconds of polling later.
+        assert time.monotonic() - started < total + TOLERANCE_MS / 1000
+        assert not buzzer.state and [bool(s) for s, _ in hw.phases(buzzer)][-2:] == [False, True]  # both played
+
+
+def test_a_fake_clock_driver_waits_for_poll(rig: Rig) -> None:
+    """Without the worker nothing ends a pattern: poll() does, at the times it returned."""
+    rig.show(FeedbackEffect(Feedback.ACK))
+    assert rig.pins["buzzer"].state == 1
+    assert rig.driver.poll() == pytest.approx(0.03)  # the click's end
+    assert rig.pins["buzzer"].state == 1 and rig.driver.wait_idle(0) is False
+    rig.run(0.08)
+    assert rig.driver.poll() is None and rig.driver.wait_idle(0) is True
 
 
 def test_rgb_led_colours(mock_factory: Any, hw: SimpleNamespace) -> None:
-    with FeedbackDriver(hw.quick_config(rgb=True), pin_factory=mock_factory) as driver:
-        red, green, blue = (mock_factory.pin(p) for p in hw.RGB_PINS)
-        for pin in (red, green, blue):
-            hw.clear(pin)
-        driver.show(FeedbackEffect(Feedback.BOOKMARK))  # cyan: green and blue blink twice, red stays dark
-        time.sleep(0.24 + 0.05)
-        assert len(red.states) == 1
-        for pin in (green, blue):
-            assert_phases(hw.phases(pin), expected_phases(Blink(40, 80, 2)), "BOOKMARK cyan")
-        driver.set_recording(True)  # steady red
-        assert (red.state, green.state, blue.state) == (1, 0, 0)
-        driver.show(FeedbackEffect(Feedback.ACK))  # white flash, then red again
-        time.sleep(0.08 + 0.05)
-        assert (red.state, green.state, blue.state) == (1, 0, 0)
+    red, green, blue = hw.RGB_PINS
+    rig = Rig(hw.quick_config(rgb=True), mock_factory, {"red": red, "green": green, "blue": blue})
+    try:
+        rig.show(FeedbackEffect(Feedback.BOOKMARK))  # cyan: green and blue blink twice, red stays dark
+        rig.run(0.24 + 0.05)
+        assert rig.changes("red") == []
+        for name in ("green", "blue"):
+            assert_phases(rig.phases(name), expected_phases(Blink(40, 80, 2)), "BOOKMARK cyan")
+        rig.set_recording(True)  # steady red
+        assert [rig.pins[n].state for n in ("red", "green", "blue")] == [1, 0, 0]
+        rig.show(FeedbackEffect(Feedback.ACK))  # white flash, then red again
+        assert [rig.pins[n].state for n in ("red", "green", "blue")] == [1, 1, 1]
+        rig.run(0.08 + 0.05)
+        assert [rig.pins[n].state for n in ("red", "green", "blue")] == [1, 0, 0]
         assert mock_factory.pin(hw.LED_PIN).state == 1  # the plain LED is lit alongside
+    finally:
+        rig.driver.close()
 
 
 def test_rgb_led_alone(mock_factory: Any, hw: SimpleNamespace) -> None:

@@ -59,8 +59,9 @@ class Rig:
         self.reporter = Reporter(self.config.report_path, key, DEVICE, self.ledger.boot_record.record.boot)  # type: ignore[union-attr]
         watched = Watched(lambda: self.frames, folder / "store", self.ledger.write_timer, lambda: self.fault,
                           lambda: "armed")
-        self.monitor = HealthMonitor(self.config, LIMITS, watched, self.ledger, self.reporter,
-                                     ClockTrust(False, "not synchronised since boot and no real-time clock"),
+        self.monitor = HealthMonitor(config=self.config, limits=LIMITS, watched=watched, ledger=self.ledger,
+                                     reporter=self.reporter,
+                                     clock=ClockTrust(False, "not synchronised since boot and no real-time clock"),
                                      show=self.shown.append, notifier=self.notifier,
                                      set_clock_trusted=self.clock_trusted.append)
         self.now = 100.0

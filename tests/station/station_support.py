@@ -31,6 +31,7 @@ from sync.protocol import (
     encode_chunk,
     up_topic,
 )
+from sync.station.faults import FaultPoints
 from sync.station.index import SqliteIndex
 from sync.station.model import DeviceRow, Outgoing, ProblemRow
 from sync.station.receiver import Receiver
@@ -53,18 +54,21 @@ def station_config(data: Path, **tables: dict[str, Any]) -> StationConfig:
 class Station:
     """A receiver over ``data``; ``restart()`` builds a new one on the same folder (as after a crash)."""
 
-    def __init__(self, data: Path, clock: FakeClock | None = None, **tables: dict[str, Any]) -> None:
+    def __init__(self, data: Path, clock: FakeClock | None = None, faults: FaultPoints | None = None,
+                 **tables: dict[str, Any]) -> None:
         self.data = data
         self.config = station_config(data, **tables)
         self.clock = clock or FakeClock(step_us=1000)
         self.ack_key: DeviceKey = seeded_key(STATION_KEY_SEED)
+        self.faults = faults
         self.sent: list[Outgoing] = []
         self._open()
 
     def _open(self) -> None:
         self.store = FilesystemEvidenceStore(self.data)
         self.index = SqliteIndex(self.config.index_path)
-        self.receiver = Receiver(self.config, self.store, self.index, self.ack_key, self.clock)
+        self.receiver = Receiver.open(config=self.config, store=self.store, index=self.index, ack_key=self.ack_key,
+                                      clock=self.clock, faults=self.faults)
 
     def restart(self) -> None:
         self.index.close()

@@ -16,7 +16,6 @@ from helpers import writable
 from station_support import DeviceSide, Station, StoreFactory, statuses
 
 from sync.protocol import FileOffer
-from sync.station.receiver import FAULT_ENV
 
 DEVICE = "dev-0001"
 CHILD = Path(__file__).with_name("station_child.py")
@@ -126,9 +125,9 @@ def test_chunks_of_another_size_fill_the_holes(station: Station, make_store: Sto
 
 def run_child(station: Station, side: DeviceSide, step: str, fault: str) -> subprocess.CompletedProcess[str]:
     station.close()  # the child is the receiver now
-    env = {**os.environ, FAULT_ENV: fault,
+    env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO / "tests" / "station"), str(REPO)])}
-    return subprocess.run([sys.executable, str(CHILD), str(station.data), str(side.root), DEVICE, step],
+    return subprocess.run([sys.executable, str(CHILD), str(station.data), str(side.root), DEVICE, step, fault],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=False)
 
 

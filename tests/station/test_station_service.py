@@ -177,7 +177,8 @@ class Serving:
         index = SqliteIndex(self.config.index_path)
         try:
             enroll_device(index, DEVICE, self.device_key.public_key, 1, replace=False)
-            receiver = Receiver(self.config, store, index, seeded_key(STATION_KEY_SEED), SystemClock())
+            receiver = Receiver.open(config=self.config, store=store, index=index,
+                                     ack_key=seeded_key(STATION_KEY_SEED), clock=SystemClock())
             self.service = StationService(self.config, receiver)
             self.result.append(self.service.run(self.stop))
         finally:

@@ -8,7 +8,6 @@ Import in tests/sync: ``from sync_world import SyncWorld``.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +25,7 @@ from firmware_config.toml_write import dumps
 
 BIN = Path(sys.executable).parent
 STATION_ID = "station-t"
+FAULTY_SERVE = Path(__file__).resolve().parents[1] / "station" / "faulty_serve.py"
 
 
 def big_segment_store(store: Path, key: DeviceKey, device_id: str, sizes: list[int], seed: int = 5) -> list[Path]:
@@ -75,13 +75,13 @@ class SyncWorld:
         self.station_cli("add-device", "--device", device_id, "--pubkey", str(pub))
 
     def start_station(self, fault: str | None = None) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.pop("BODYCAM_STATION_FAULT", None)
-        if fault:
-            env["BODYCAM_STATION_FAULT"] = fault
+        """``bodycam-station serve``; with ``fault``, the same station with that fault hook installed
+        (tests/station/faulty_serve.py)."""
+        command = [str(BIN / "bodycam-station"), "serve"]
+        if fault is not None:
+            command = [sys.executable, str(FAULTY_SERVE), fault]
         with open(self.station_log, "ab") as log:
-            self.station = subprocess.Popen([str(BIN / "bodycam-station"), "serve", "--config", str(self.config)],
-                                            stdout=log, stderr=log, env=env)
+            self.station = subprocess.Popen([*command, "--config", str(self.config)], stdout=log, stderr=log)
         # Subscribed once the broker has its session: wait for the receiver's own log line or a short while.
         wait_for(lambda: "subscribed" in self.log_text() or self.station is None or self.station.poll() is not None,
                  10, "the station to subscribe")
