@@ -2,7 +2,8 @@
 
 Parsing the whole ledger at every op costs the recording process dearly: a day's ledger holds a checkpoint
 about every second, and a station acknowledges every few seconds while it syncs. :class:`CustodyView` keeps
-what the custody decisions need and, at each look, parses only the complete lines appended since the last:
+what the custody decisions need and, at each look, parses only the complete lines appended since the last
+(:class:`agent.evidence.follower.LedgerFollower`, shared with the uploader):
 
 * the offset of every record's line, by seq (8 bytes a record): the ack's link check re-reads one line;
 * which seqs hold only custody's own records (receipts, purges, custody boots): the receipt news check;
@@ -25,9 +26,7 @@ would be the full read the view exists to avoid); the verifier checks the whole 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from array import array
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -45,18 +44,16 @@ from agent.evidence.custody import (
     receipt_text,
     unfinished_purges,
 )
-from agent.evidence.encoding import MAX_LINE_BYTES
+from agent.evidence.follower import LedgerFollower, SeqOffsets
 from agent.evidence.fsutil import display_path
 from agent.evidence.ledger import Ledger
-from agent.evidence.record import SEGMENT_TYPES, SignedRecord, parse_line
-from agent.evidence.store import StoreLayout, ledger_for_reading
+from agent.evidence.record import CUSTODY_KEPT_TYPES, SignedRecord, parse_line
+from agent.evidence.store import StoreLayout
 
 log = logging.getLogger(__name__)
 
-# The records purge decisions read; checkpoints, the bulk of a ledger, are not kept.
-KEPT_TYPES = frozenset({*SEGMENT_TYPES, "receipt", "purge", "retention", "case-open", "case-close"})
-READ_BYTES = 1024 * 1024
-_LINE_PROBE = 4096  # a ledger line is usually well under this; longer ones are read on
+KEPT_TYPES = CUSTODY_KEPT_TYPES
+READ_BYTES = 1024 * 1024  # read a block at a time: a day's ledger is never all in memory
 
 
 class CustodyView:
@@ -64,74 +61,38 @@ class CustodyView:
 
     def __init__(self, layout: StoreLayout) -> None:
         self.layout = layout
-        self.full_reads = 0  # looks that started from the ledger's first byte (the first, and after a change)
+        self._follower = LedgerFollower(layout, split=_split_as_read_records, block_bytes=READ_BYTES, whole=False)
         self._clear()
 
+    @property
+    def full_reads(self) -> int:
+        """Looks that started from the ledger's first byte (the first, and after a change)."""
+        return self._follower.full_reads
+
     def _clear(self) -> None:
-        self._dense = array("q")  # offset of the first line holding seq n, at index n - 1 (seqs 1..len)
-        self._irregular: dict[int, int] = {}  # the same for seqs beyond a gap in 1..len (a damaged ledger)
+        self._offsets = SeqOffsets()
         self._own_only: set[int] = set()  # seqs whose every record is custody's own
         self.records: list[SignedRecord] = []  # the KEPT_TYPES records, in ledger order
         self.acknowledged: dict[str, int] = {}  # sha256 -> seq of the first receipt naming it
         self.last_receipt_seq = 0  # the highest ``seq`` a receipt covers (0: no receipt)
-        self._end = 0  # end of the last complete line taken
-        self._inode: int | None = None
-        self._first = b""  # the line at offset 0
-        self._last: tuple[int, bytes] | None = None  # offset and bytes of the last complete line taken
 
     # --- reading -------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """Take in the complete lines appended since the last look (all of them at the first)."""
-        with ledger_for_reading(self.layout) as fd:
-            info = os.fstat(fd)
-            change = self._change(fd, info.st_ino, info.st_size) if self._inode is not None else None
-            if change is not None:
-                self.read_again(change)
-            self._inode = info.st_ino
-            if self._end == 0 and info.st_size > 0:
-                self.full_reads += 1
-            self._read(fd, info.st_size)
+        self._follower.look(self._take_lines, self._forget)
 
     def read_again(self, why: str) -> None:
         """Forget everything: the next look reads the ledger in full. ``why`` is logged."""
+        self._follower.start_over()
+        self._forget(why)
+
+    def _forget(self, why: str) -> None:
         log.warning("ledger %s: %s; custody reads it again in full", display_path(self.layout.ledger_path), why)
         self._clear()
 
-    def _change(self, fd: int, inode: int, size: int) -> str | None:
-        """How the file differs from an append to what the view read, or None when it does not."""
-        if inode != self._inode:
-            return "replaced by another file"
-        if size < self._end:
-            return f"shorter than read before ({size} bytes, {self._end} read)"
-        if self._first and os.pread(fd, len(self._first), 0) != self._first:
-            return "its first line changed"
-        if self._last is not None and os.pread(fd, len(self._last[1]), self._last[0]) != self._last[1]:
-            return f"the line at offset {self._last[0]} changed"
-        return None
-
-    def _read(self, fd: int, size: int) -> None:
-        start = self._end  # file offset of pending[0]
-        pending = b""
-        position = self._end
-        while position < size:
-            block = os.pread(fd, min(READ_BYTES, size - position), position)
-            if not block:
-                break  # shrank while being read: the next look notices
-            position += len(block)
-            pending += block
-            cut = pending.rfind(b"\n") + 1
-            if cut:
-                self._take_lines(pending[:cut], start)
-                start += cut
-                pending = pending[cut:]
-        self._end = start
-
-    def _take_lines(self, data: bytes, offset: int) -> None:
-        line = b""
-        for line in data.splitlines(keepends=True):  # split as read_records splits
-            if offset == 0:
-                self._first = line
+    def _take_lines(self, lines: list[bytes], offset: int) -> int:
+        for line in lines:
             try:
                 signed = parse_line(line)
             except RecordFormatError:
@@ -139,13 +100,11 @@ class CustodyView:
             if signed is not None:
                 self._take(signed, offset)
             offset += len(line)
-        if line:
-            self._last = (offset - len(line), line)
+        return len(lines)  # a line that does not parse is skipped, as read_records skips it
 
     def _take(self, signed: SignedRecord, offset: int) -> None:
         seq, own = signed.seq, is_own(signed)
-        if self._offset_of(seq) is None:
-            self._index(seq, offset)
+        if self._offsets.add(seq, offset):
             if own:
                 self._own_only.add(seq)
         elif not own:
@@ -159,38 +118,25 @@ class CustodyView:
         if record.type in KEPT_TYPES:
             self.records.append(signed)
 
-    def _index(self, seq: int, offset: int) -> None:
-        if seq != len(self._dense) + 1:
-            self._irregular[seq] = offset
-            return
-        self._dense.append(offset)
-        while len(self._dense) + 1 in self._irregular:  # a gap filled: what followed it joins the dense run
-            self._dense.append(self._irregular.pop(len(self._dense) + 1))
-
-    def _offset_of(self, seq: int) -> int | None:
-        if 1 <= seq <= len(self._dense):
-            return self._dense[seq - 1]
-        return self._irregular.get(seq)
-
     # --- what the decisions ask ------------------------------------------------------------------------
 
     def others_between(self, low: int, high: int) -> bool:
         """Whether a record with low < seq <= high is not custody's own (see ``receipt_news``)."""
-        seq, top = max(low, 0) + 1, min(high, len(self._dense))
+        seq, top = max(low, 0) + 1, min(high, len(self._offsets))
         while seq <= top:  # every seq here has a record: this stops at the first not custody's own
             if seq not in self._own_only:
                 return True
             seq += 1
-        return any(low < other <= high and other not in self._own_only for other in self._irregular)
+        return any(low < other <= high and other not in self._own_only for other in self._offsets.irregular)
 
     def link_of(self, seq: int) -> str | None:
         """The link of the ledger's first record ``seq`` (None: there is none), re-read from the file."""
         for attempt in range(2):
-            offset = self._offset_of(seq)
+            offset = self._offsets.offset_of(seq)
             if offset is None:
                 return None
             try:
-                signed = parse_line(self._line_at(offset))
+                signed = parse_line(self._follower.line_at(offset))
             except RecordFormatError:
                 signed = None
             if signed is not None and signed.seq == seq:
@@ -201,18 +147,9 @@ class CustodyView:
         raise StoreError(f"ledger {display_path(self.layout.ledger_path)}: the line of seq {seq} changed while "
                          "being read; nothing recorded")
 
-    def _line_at(self, offset: int) -> bytes:
-        with ledger_for_reading(self.layout) as fd:
-            data = b""
-            while len(data) <= MAX_LINE_BYTES:
-                more = os.pread(fd, _LINE_PROBE if not data else MAX_LINE_BYTES, offset + len(data))
-                data += more
-                end = data.find(b"\n")
-                if end >= 0:
-                    return data[: end + 1]
-                if not more:
-                    break
-            return data
+
+def _split_as_read_records(data: bytes) -> list[bytes]:
+    return data.splitlines(keepends=True)  # split as read_records splits: the view equals a full read
 
 
 class LedgerCustody:

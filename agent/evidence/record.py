@@ -82,6 +82,11 @@ SEGMENT_TYPES = ("segment", "recovered")
 FILE_RECORD_TYPES = (*SEGMENT_TYPES, "recovery")
 # The field workflow's records of a case.
 CASE_TYPES = ("case-open", "stage", "case-close")
+# What the incremental readers of a ledger (agent/evidence/follower.py) keep in memory: the records their
+# decisions read; checkpoints, the bulk of a ledger, are not kept. Custody's purge decisions; the uploader
+# also offers torn tails (``recovery``).
+CUSTODY_KEPT_TYPES = frozenset({*SEGMENT_TYPES, "receipt", "purge", "retention", "case-open", "case-close"})
+UPLOAD_KEPT_TYPES = CUSTODY_KEPT_TYPES | {"recovery"}
 # An officer id (``device.officer``, the workflow's ``officer_id``, a station's assignment) is at most this long.
 MAX_OFFICER_CHARS = 64
 

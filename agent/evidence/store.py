@@ -124,8 +124,8 @@ def read_records(store: Path) -> list[SignedRecord]:
 
 @contextmanager
 def ledger_for_reading(layout: StoreLayout) -> Iterator[int]:
-    """A read-only descriptor of the ledger, for the incremental views (agent/evidence/custody_view.py,
-    sync/uploader/ledger_view.py); an OSError opening it or in the block is a StoreError naming the ledger."""
+    """A read-only descriptor of the ledger, for the incremental follower (agent/evidence/follower.py); an
+    OSError opening it or in the block is a StoreError naming the ledger."""
     path = layout.ledger_path
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

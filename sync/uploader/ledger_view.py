@@ -1,12 +1,15 @@
 """A read-only, incremental view of the device's ledger for the uploader (it never opens it for writing).
 
-Each refresh reads only the bytes appended since the previous one: a ledger grows by a checkpoint record
-about every second, and re-parsing it all every few seconds would cost a Pi dearly. The view keeps the
-start offset of every line (8 bytes a record) and the records the uploader decides on (files, receipts,
-purges, retention, cases); it re-reads the lines after the station's watermark when a session needs them.
+Each refresh reads only the bytes appended since the previous one (:class:`agent.evidence.follower.LedgerFollower`,
+shared with the agent's custody): a ledger grows by a checkpoint record about every second, and re-parsing
+it all every few seconds would cost a Pi dearly. The view keeps the start offset of every line (8 bytes a
+record) and the records the uploader decides on (files, receipts, purges, retention, cases); it re-reads the
+lines after the station's watermark when a session needs them. A refresh reads all that was appended at
+once and parses it as one run (a line that cannot be placed stops it there; the next refresh reads on from
+that line).
 
-If the file shrank, was replaced, or the last line it read changed (the agent cuts a torn tail at start:
-an unverifiable last line is moved to quarantine), the view starts over from the beginning.
+If the file shrank, was replaced, or the first or last line it read changed (the agent cuts a torn tail at
+start: an unverifiable last line is moved to quarantine), the view starts over from the beginning.
 
 The last complete line is held back while its signature does not verify against the key its boot record
 published: the agent may still cut it as a torn tail, and a line sent and then cut would look like a fork
@@ -16,49 +19,45 @@ at the station.
 from __future__ import annotations
 
 import bisect
-import os
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import StoreError
 from agent.evidence.encoding import GENESIS_PREV, record_link
+from agent.evidence.follower import LedgerFollower, SeqOffsets
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import fingerprint, public_key_from_hex, verify_signature
-from agent.evidence.record import SignedRecord
-from agent.evidence.store import StoreLayout, ledger_for_reading, pread_all
+from agent.evidence.record import UPLOAD_KEPT_TYPES, SignedRecord
+from agent.evidence.store import StoreLayout
 from sync.uploader.plan import BadLine, LedgerLine, parse_lines, read_complete_lines
 
-# The records the uploader's decisions need; checkpoints (the bulk of a ledger) are not kept.
-KEPT_TYPES = frozenset({"segment", "recovered", "recovery", "receipt", "purge", "retention", "case-open",
-                        "case-close"})
+KEPT_TYPES = UPLOAD_KEPT_TYPES
 READ_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class _Tail:
-    """What the view last read: to notice when the file under it is not the same any more."""
-
-    inode: int
-    offset: int
-    raw: bytes
 
 
 class LedgerView:
     def __init__(self, store: Path, device_id: str) -> None:
         self.layout = StoreLayout(store)
         self.device_id = device_id
+        self._follower = LedgerFollower(self.layout, split=read_complete_lines, block_bytes=READ_BYTES, whole=True)
         self._reset()
 
     def _reset(self) -> None:
-        self._starts = array("q")  # start offset of the line of seq n at index n - 1
-        self._end = 0  # end of the last indexed line
-        self._tail: _Tail | None = None
+        self._follower.start_over()
+        self._offsets = SeqOffsets()  # start offset of the line of seq n, dense: the lines are consecutive
         self._head_link = GENESIS_PREV
         self.records: list[SignedRecord] = []  # the kept records, in ledger order
         self._keys: dict[str, str] = {}  # key fingerprint -> public key hex, from boot records
         self.bad: BadLine | None = None
         self.held_back: str | None = None  # why the last complete line is not offered yet
+
+    @property
+    def _starts(self) -> array[int]:
+        return self._offsets.dense
+
+    @property
+    def _end(self) -> int:
+        return self._follower.end
 
     @property
     def head(self) -> tuple[int, str]:
@@ -67,41 +66,26 @@ class LedgerView:
 
     def refresh(self) -> None:
         """Take in the complete lines appended since the last refresh."""
-        with ledger_for_reading(self.layout) as fd:
-            self._refresh(fd)
+        self._follower.look(self._take_lines, lambda _why: self._reset())
 
-    def _refresh(self, fd: int) -> None:
-        info = os.fstat(fd)
-        if self._tail is not None and not self._same_file(fd, info.st_ino, info.st_size):
-            self._reset()
-        data = pread_all(fd, self._end, info.st_size - self._end, READ_BYTES)
-        raw_lines = read_complete_lines(data)
+    def _take_lines(self, raw_lines: list[bytes], offset: int) -> int:
         parsed = parse_lines(raw_lines, self.device_id, first_seq=len(self._starts) + 1,
                              first_number=len(self._starts) + 1)
         lines = parsed.lines
         self.held_back = None
-        if parsed.bad is None and lines and len(lines) == len(raw_lines):
+        if parsed.bad is None and lines:
             problem = self._tail_problem(lines)
             if problem is not None:
                 self.held_back = f"seq {lines[-1].seq}: {problem}"
                 lines = lines[:-1]
         self.bad = parsed.bad
-        offset = self._end
         for line in lines:
-            self._starts.append(offset)
+            self._offsets.add(line.seq, offset)
             offset += len(line.raw)
             self._take(line.record)
         if lines:
-            self._end = offset
             self._head_link = lines[-1].link
-            self._tail = _Tail(info.st_ino, offset - len(lines[-1].raw), lines[-1].raw)
-
-    def _same_file(self, fd: int, inode: int, size: int) -> bool:
-        tail = self._tail
-        assert tail is not None
-        if inode != tail.inode or size < self._end:
-            return False
-        return os.pread(fd, len(tail.raw), tail.offset) == tail.raw
+        return len(lines)
 
     def _take(self, signed: SignedRecord) -> None:
         record = signed.record
@@ -167,5 +151,4 @@ class LedgerView:
         return parsed.lines
 
     def _read(self, start: int, end: int) -> bytes:
-        with ledger_for_reading(self.layout) as fd:
-            return pread_all(fd, start, end - start, READ_BYTES)
+        return self._follower.read(start, end)
