@@ -8,7 +8,8 @@ UTC. Recording switches come from the recorder's ``recording-start``/``recording
 before it; a ``gap`` record names why). A ``stop-reason`` with ``source: system`` is a system stop (SIGTERM,
 a shutdown, a fault: agent/stopping.py); one with ``stops: case`` is the reason a case was closed with
 required stages not done (the close guard), not a recording stop. A case's stage list comes from its
-``case-open`` record when it carries one (what the device used), else from the loaded profiles.
+``case-open`` record when it carries one (what the device used), else from the loaded profiles. Which
+records are about which case is :func:`agent.evidence.cases.cases_in` (shared with the workflow's replay).
 
 This reads, it does not verify: run it on a ledger ``bodycam-verify`` found intact, or treat it with care.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent.evidence.cases import cases_in
 from agent.evidence.record import SignedRecord
 from agent.workflow.procedure import Procedure, StageSpec, procedure_from_case_open
 
@@ -178,34 +180,28 @@ def case_timelines(
     """One timeline per case opened in the ledger, in the order the cases were opened."""
     records = sorted(signed_records, key=lambda r: r.seq)
     switches = _recording_switches(records)
-    cases: dict[str, CaseTimeline] = {}
-    for signed in records:
-        record, body = signed.record, signed.record.body
-        at = Moment(record.seq, record.wall_us)
-        case_id = body.get("case_id")
-        if not isinstance(case_id, str):
-            continue
-        if record.type == "case-open":
-            if case_id in cases:
-                cases[case_id].problems.append(f"seq {record.seq}: the case is opened a second time")
-            else:
-                cases[case_id] = _new_case(case_id, body, at, procedures or {})
-            continue
-        case = cases.get(case_id)
-        if case is None:
-            continue  # a record about a case opened before this ledger begins (or in another store)
-        if case.closed is not None and record.type != "case-close":
-            case.problems.append(f"seq {record.seq}: {record.type} record after the case was closed")
-        _apply(case, record.type, body, at, switches)
+    timelines: list[CaseTimeline] = []
+    for found in cases_in([(r.record.type, r.record.body) for r in records]):
+        opening = records[found.opened].record
+        case = _new_case(found.case_id, opening.body, Moment(opening.seq, opening.wall_us), procedures or {})
+        for position in found.positions[1:]:
+            record = records[position].record
+            if record.type == "case-open":
+                case.problems.append(f"seq {record.seq}: the case is opened a second time")
+                continue
+            if case.closed is not None and record.type != "case-close":
+                case.problems.append(f"seq {record.seq}: {record.type} record after the case was closed")
+            _apply(case, record.type, record.body, Moment(record.seq, record.wall_us), switches)
+        timelines.append(case)
     end = Moment(records[-1].seq, records[-1].record.wall_us) if records else None
-    for case in cases.values():
+    for case in timelines:
         close = case.closed
         for stage in case.stages:
             if stage.status == "pending" and close is not None:
                 stage.status = "not reached"
         assert end is not None  # a case exists only if there were records
         case.intervals = _intervals(switches, case.opened, close or end, still_open=close is None)
-    return list(cases.values())
+    return timelines
 
 
 def _new_case(case_id: str, body: Mapping[str, Any], at: Moment, procedures: Mapping[str, Procedure]) -> CaseTimeline:

@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import RecordFormatError, RefusedError, StoreError
+from agent.evidence import cases
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
@@ -158,13 +159,8 @@ def officer_state(records: Iterable[tuple[str, Mapping[str, Any]]]) -> OfficerSt
 
 def open_case(records: Iterable[tuple[str, Mapping[str, Any]]]) -> str | None:
     """The case id of a case opened and not closed in these records, or None."""
-    case: str | None = None
-    for record_type, body in records:
-        if record_type == "case-open" and isinstance(body.get("case_id"), str):
-            case = str(body["case_id"])
-        elif record_type == "case-close" and body.get("case_id") == case:
-            case = None
-    return case
+    current = cases.open_case(list(records))
+    return None if current is None else current.case_id
 
 
 class Verdict(enum.Enum):

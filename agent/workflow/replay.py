@@ -11,7 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.evidence.assignment import OfficerState, is_assignment
+from agent.evidence.assignment import officer_state
+from agent.evidence.cases import case_id_of, open_case
 from agent.workflow.events import Effect, Feedback, FeedbackEffect, RecordEffect, RecordingEffect
 from agent.workflow.procedure import procedure_from_case_open
 from agent.workflow.state import LONG_TERM, CaseState, WorkflowConfig, WorkflowState, close_body
@@ -25,30 +26,29 @@ def replay(records: Iterable[tuple[str, Mapping[str, Any]]], config: WorkflowCon
     restart); the case counter continues. Recording is off (the daemon decides, see ``resume``) and a reason
     selection in progress is dropped: it was never confirmed, so nothing stopped. The case keeps the stage list
     its ``case-open`` record carries; a record without one falls back to the loaded profile, and a procedure
-    neither provides is a ConfigError rather than a case silently dropped.
+    neither provides is a ConfigError rather than a case silently dropped. Which records are about the open
+    case is :func:`agent.evidence.cases.open_case` (the derivation the timeline and the station share).
     """
-    case: CaseState | None = None
+    pairs = list(records)
     opened = 0
-    officers = OfficerState()
-    for record_type, body in records:
-        if is_assignment(record_type, body):
-            officers = officers.after(body)
-            continue
-        case_id = body.get("case_id")
-        if record_type == "case-open" and isinstance(case_id, str):
+    last_opened: CaseState | None = None
+    for record_type, body in pairs:
+        case_id = case_id_of(body)
+        if record_type == "case-open" and case_id is not None:
             opened = max(opened + 1, _case_number(case_id, config.device_id))
-            case = _replayed_case(case_id, body, config)
-        elif case is None or case_id != case.case_id:
-            continue  # about no case or another case (an older one): nothing to rebuild from it
-        elif record_type == "stage":
+            last_opened = _replayed_case(case_id, body, config)  # every open: an unknown procedure is refused
+    current = open_case(pairs)  # the last open's case, unless its close is recorded
+    case = last_opened if current is not None else None
+    for position in current.after if current is not None else ():
+        record_type, body = pairs[position]
+        if case is not None and record_type == "stage":
             case = _replayed_stage(case, body)
-        elif record_type == "case-close":
-            case = None
-        elif record_type == "retention":
+        elif case is not None and record_type == "retention":
             case = replace(case, retention=True)
     # A case whose last stage is recorded but whose case-close is not (power lost between the two records)
     # stays open here: ``resume`` writes the missing close, so it is never closed without a record.
-    return WorkflowState(recording=False, case=case, selection=None, cases_opened=opened, officers=officers)
+    return WorkflowState(recording=False, case=case, selection=None, cases_opened=opened,
+                         officers=officer_state(pairs))
 
 
 def _replayed_case(case_id: str, body: Mapping[str, Any], config: WorkflowConfig) -> CaseState:
