@@ -25,7 +25,7 @@ from sync.station.index import Index
 from sync.station.model import CHECK_KINDS, DeviceRow, ProblemRow
 from sync.station.overdue import CaseFacts, DeviceFacts, Finding, overdue_findings, reconcile
 from sync.station.periodic import Periodic
-from sync.station.store import EvidenceStore
+from sync.station.ports import LedgerCopies
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class CheckResult:
 class OverdueCheck:
     """One check over every enrolled device; keeps what it learnt of each case's stage list between runs."""
 
-    def __init__(self, config: StationConfig, index: Index, store: EvidenceStore,
+    def __init__(self, config: StationConfig, index: Index, store: LedgerCopies,
                  profiles: Mapping[str, Procedure]) -> None:
         self.settings = config.overdue
         self.calendar = WorkingCalendar.from_settings(config.deadline)

@@ -166,7 +166,7 @@ def test_killed_after_storing_records_before_their_ack(station: Station, make_st
     assert station.problems() == []
 
 
-def test_a_ledger_copy_longer_than_the_index_is_cut_back_and_kept_aside(station: Station,
+def test_a_ledger_copy_longer_than_the_index_has_its_tail_set_aside(station: Station,
                                                                        make_store: StoreFactory) -> None:
     side = records_sent(station, make_store)
     ledger = station.device_root(DEVICE) / "ledger.jsonl"
@@ -175,6 +175,6 @@ def test_a_ledger_copy_longer_than_the_index_is_cut_back_and_kept_aside(station:
         handle.write(b'{"half a line')  # as if the index write had not happened before a crash
     station.restart()
     assert ledger.read_bytes() == stored
-    [aside] = (station.data / "staging" / DEVICE).glob("ledger-tail-*.bin")
-    assert aside.read_bytes() == b'{"half a line'
+    [aside] = (station.data / "ledger-pieces" / DEVICE).glob(f"*-keep-{len(stored)}.jsonl")
+    assert aside.read_bytes() == stored + b'{"half a line'  # the whole copy, its tail marked: nothing cut
     assert side.hello().seq == 9
