@@ -6,7 +6,7 @@
     transfer      file offers and chunks: staging, completion, write-once objects
     ports         storage ports: Staging, ObjectStore (write-once), LedgerCopies (append-only), EvidenceStore
     store         FilesystemEvidenceStore: the ports in a folder (objects/, devices/<D>/, staging/, ledger-pieces/)
-    index         Index port; SqliteIndex (devices, sessions, records, claims, files, ranges, cases, problems)
+    index         Index ports by concern (index_ports); SqliteIndex, a mixin per concern, migrations at open
     deadline      the upload deadline in working days (art. 17)
     problems      reporting a problem: a log line and an index row
     model         rows and problem kinds shared by the parts

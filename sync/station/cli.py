@@ -49,7 +49,7 @@ from firmware_config.profiles import load_profiles
 from firmware_config.station_config import MIB, StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
 from sync.station.faults import FaultPoints
-from sync.station.index import SqliteIndex, technician_index
+from sync.station.index import Index, SqliteIndex, technician_index
 from sync.station.problems import ProblemLog
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
 from sync.station.report import check_dict, device_statuses, enroll_device, render_check, render_problems, render_status
@@ -125,7 +125,7 @@ def _broker_setup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_index(config: StationConfig, create: bool = False) -> SqliteIndex:
+def _open_index(config: StationConfig, create: bool = False) -> Index:
     if not create and not config.index_path.exists():
         raise UsageError(f"station data {display_path(config.data)}: no index yet (run add-device or serve first)")
     return SqliteIndex(config.index_path)
@@ -216,7 +216,7 @@ def _problems(config: StationConfig, args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if any(p.resolved_us is None for p in problems) else EXIT_OK
 
 
-def _check_now(config: StationConfig, index: SqliteIndex) -> CheckResult:
+def _check_now(config: StationConfig, index: Index) -> CheckResult:
     """The overdue check, as serve runs it on its timer: a station without a receiver running still reports."""
     store = open_store(config.data)
     return OverdueCheck(config, index, store, load_profiles()).run(SystemClock().now().wall_us)

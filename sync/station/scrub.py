@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Protocol
 from agent.errors import BodycamError, RecordFormatError
 from agent.evidence.record import parse_line
 from agent.evidence.store import LEDGER_FILE
-from sync.station.index import SqliteIndex
+from sync.station.index_ports import Index
 from sync.station.model import ALTERED_EVIDENCE, MISSING_EVIDENCE, FileRow
 from sync.station.ports import LedgerCopies, ObjectStore, Placement
 from sync.station.problems import ProblemLog
@@ -62,7 +62,7 @@ class _Hashing:
 class Scrubber:
     """One pass at a time over the store; :meth:`step` does a slice, :meth:`run` a whole pass."""
 
-    def __init__(self, store: ScrubbedStore, index: SqliteIndex, problems: ProblemLog,
+    def __init__(self, store: ScrubbedStore, index: Index, problems: ProblemLog,
                  slice_bytes: int) -> None:
         self.store = store
         self.index = index
