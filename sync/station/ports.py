@@ -100,6 +100,10 @@ class LedgerCopies(Protocol):
         continues at ``size`` in the view. Returns where they are kept."""
         ...
 
+    def set_aside_tails(self, device: str) -> list[bytes]:
+        """The tails set aside so far, oldest first (kept: what was appended is never lost)."""
+        ...
+
     def ledger_name(self, device: str) -> str:
         """How to name the device's ledger copy in a message."""
         ...

@@ -7,8 +7,9 @@ and per device a store layout.
     DATA/devices/<D>/quarantine/<name>       that ``bodycam-verify --pubkey`` checks as an archive
     DATA/devices/<D>/station-acks.jsonl      every ack the station signed for D, appended before it is sent
     DATA/staging/<D>/<sha256>.part           a file being received, written chunk by chunk at its offsets
-    DATA/ledger-pieces/<D>/<h>-keep-<N>.jsonl a ledger copy set aside whole at start-up: its first N bytes
-                                             are the records the index knows, the rest is its marked tail
+    DATA/ledger-pieces/<D>/<n>-keep-<N>-<h>.jsonl  a ledger copy set aside whole at start-up (the n-th):
+                                             its first N bytes are the records the index knows, the rest
+                                             its marked tail
 
 Every method is durable on return or raises (OSError, StoreError); after a failed write or fsync the data is
 treated as lost, never retried and trusted. Files are read-only and their folders closed for writing
@@ -26,6 +27,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = ["EMPTY_SHA256", "EvidenceStore", "FilesystemEvidenceStore", "LedgerCo
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_PIECE_NAME = re.compile(r"[0-9]{4,}-keep-([0-9]+)-[0-9a-f]{16}\.jsonl")
 
 
 class FilesystemEvidenceStore:
@@ -180,10 +183,13 @@ class FilesystemEvidenceStore:
             raise StoreError(f"device {device}: ledger copy holds {len(whole)} bytes, fewer than the {size} to keep")
         folder = self.root / "ledger-pieces" / device
         self._make_dirs(folder)
-        piece = folder / f"{hashlib.sha256(whole).hexdigest()[:16]}-keep-{size}.jsonl"
-        if not piece.exists():  # there already when a crash came after the link, before the new copy
+        pieces = self._pieces(device)
+        # Already there when a crash came after the link, before the new copy: the same inode, linked once.
+        if not any(os.path.samefile(piece, path) for piece, _ in pieces):
+            piece = folder / f"{len(pieces) + 1:04d}-keep-{size}-{hashlib.sha256(whole).hexdigest()[:16]}.jsonl"
             os.link(path, piece)
             fsync_dir(folder)
+            pieces.append((piece, size))
         fresh = layout.root / f".{path.name}.new"
         with opened_dir(layout.root):
             if fresh.exists():
@@ -191,7 +197,26 @@ class FilesystemEvidenceStore:
             write_file_durably(fresh, whole[:size], mode=READ_ONLY_FILE, exclusive=True)
             os.replace(fresh, path)  # the old inode lives on as the piece: nothing of it is cut
             fsync_dir(layout.root)
-        return display_path(piece)
+        return display_path(pieces[-1][0])
+
+    def set_aside_tails(self, device: str) -> list[bytes]:
+        tails = []
+        for piece, keep in self._pieces(device):
+            with open(piece, "rb") as handle:
+                handle.seek(keep)
+                tails.append(handle.read())
+        return tails
+
+    def _pieces(self, device: str) -> list[tuple[Path, int]]:
+        """The device's set-aside ledger pieces, oldest first, each with the bytes of it the view keeps."""
+        folder = self.root / "ledger-pieces" / self.device_root(device).name
+        found = []
+        for piece in sorted(folder.glob("*-keep-*.jsonl")):
+            match = _PIECE_NAME.fullmatch(piece.name)
+            if match is None:
+                raise StoreError(f"ledger piece {display_path(piece)}: not a name this store writes")
+            found.append((piece, int(match.group(1))))
+        return found
 
     # --- staging ---------------------------------------------------------------------------------------------
 

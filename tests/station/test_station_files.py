@@ -175,6 +175,6 @@ def test_a_ledger_copy_longer_than_the_index_has_its_tail_set_aside(station: Sta
         handle.write(b'{"half a line')  # as if the index write had not happened before a crash
     station.restart()
     assert ledger.read_bytes() == stored
-    [aside] = (station.data / "ledger-pieces" / DEVICE).glob(f"*-keep-{len(stored)}.jsonl")
+    [aside] = (station.data / "ledger-pieces" / DEVICE).glob(f"0001-keep-{len(stored)}-*.jsonl")
     assert aside.read_bytes() == stored + b'{"half a line'  # the whole copy, its tail marked: nothing cut
     assert side.hello().seq == 9
