@@ -190,13 +190,10 @@ class FilesystemEvidenceStore:
             os.link(path, piece)
             fsync_dir(folder)
             pieces.append((piece, size))
-        fresh = layout.root / f".{path.name}.new"
         with opened_dir(layout.root):
-            if fresh.exists():
-                fresh.unlink()
-            write_file_durably(fresh, whole[:size], mode=READ_ONLY_FILE, exclusive=True)
-            os.replace(fresh, path)  # the old inode lives on as the piece: nothing of it is cut
-            fsync_dir(layout.root)
+            # A new file renamed over the name (a crash leaves the old one or the new, each whole); the old
+            # inode lives on as the piece: nothing of it is cut.
+            write_file_durably(path, whole[:size], mode=READ_ONLY_FILE)
         return display_path(pieces[-1][0])
 
     def set_aside_tails(self, device: str) -> list[bytes]:
