@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +113,13 @@ def read_records(store: Path) -> list[SignedRecord]:
         data = path.read_bytes()
     except OSError as exc:
         raise StoreError(f"ledger {display_path(path)}: cannot be read ({exc.strerror})") from None
+    return parse_records(data.splitlines(keepends=True))
+
+
+def parse_records(lines: Iterable[bytes]) -> list[SignedRecord]:
+    """The ledger lines that parse as records, in order (damaged ones skipped, as :func:`read_records`)."""
     records = []
-    for line in data.splitlines(keepends=True):
+    for line in lines:
         try:
             records.append(parse_line(line))
         except RecordFormatError:

@@ -4,8 +4,9 @@
     receiver      Receiver.handle(topic, payload) -> messages to publish; no MQTT inside
     intake        ledger lines: chain checks, held records, ordered durable append
     transfer      file offers and chunks: staging, completion, write-once objects
-    store         EvidenceStore port; FilesystemEvidenceStore (objects/, devices/<D>/, staging/)
-    index         Index port; SqliteIndex (devices, sessions, records, claims, files, ranges, cases, problems)
+    ports         storage ports: Staging, ObjectStore (write-once), LedgerCopies (append-only), EvidenceStore
+    store         FilesystemEvidenceStore: the ports in a folder (objects/, devices/<D>/, staging/, ledger-pieces/)
+    index         Index ports by concern (index_ports); SqliteIndex, a mixin per concern, migrations at open
     deadline      the upload deadline in working days (art. 17)
     problems      reporting a problem: a log line and an index row
     model         rows and problem kinds shared by the parts

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from agent.errors import RecordFormatError
 from agent.evidence.ack import SignedAck, parse_ack
-from sync.station.store import EvidenceStore
+from sync.station.ports import LedgerCopies
 
 
 @dataclass
@@ -22,7 +22,7 @@ class _Known:
 
 
 class AckLog:
-    def __init__(self, store: EvidenceStore) -> None:
+    def __init__(self, store: LedgerCopies) -> None:
         self._store = store
         self._known: dict[str, _Known] = {}
         self._pending: dict[str, list[SignedAck]] = {}

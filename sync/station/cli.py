@@ -41,7 +41,7 @@ from agent.errors import BodycamError, UsageError
 from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_device_key, load_or_create_device_key, public_key_from_hex, public_key_pem
-from agent.evidence.store import StoreLayout, read_records
+from agent.evidence.store import parse_records
 from agent.evidence.verify import Report, verify_lines
 from agent.timeline import case_timelines, render_timeline
 from agent.verify_cli import printable
@@ -49,12 +49,12 @@ from firmware_config.profiles import load_profiles
 from firmware_config.station_config import MIB, StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
 from sync.station.faults import FaultPoints
-from sync.station.index import SqliteIndex, technician_index
+from sync.station.index import Index, SqliteIndex, technician_index
 from sync.station.problems import ProblemLog
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
 from sync.station.report import check_dict, device_statuses, enroll_device, render_check, render_problems, render_status
 from sync.station.scrub import Scrubber, ScrubSchedule
-from sync.station.store import FilesystemEvidenceStore
+from sync.station.store import open_store
 from sync.station.watch import CheckResult, OverdueCheck, overdue_task
 
 PROG = "bodycam-station"
@@ -125,7 +125,7 @@ def _broker_setup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_index(config: StationConfig, create: bool = False) -> SqliteIndex:
+def _open_index(config: StationConfig, create: bool = False) -> Index:
     if not create and not config.index_path.exists():
         raise UsageError(f"station data {display_path(config.data)}: no index yet (run add-device or serve first)")
     return SqliteIndex(config.index_path)
@@ -138,7 +138,7 @@ def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     client = make_client(config)  # first: a config without TLS files is refused before anything is touched
-    store = FilesystemEvidenceStore(config.data)
+    store = open_store(config.data)
     store.lock()
     index = SqliteIndex(config.index_path)
     try:
@@ -216,9 +216,9 @@ def _problems(config: StationConfig, args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if any(p.resolved_us is None for p in problems) else EXIT_OK
 
 
-def _check_now(config: StationConfig, index: SqliteIndex) -> CheckResult:
+def _check_now(config: StationConfig, index: Index) -> CheckResult:
     """The overdue check, as serve runs it on its timer: a station without a receiver running still reports."""
-    store = FilesystemEvidenceStore(config.data)
+    store = open_store(config.data)
     return OverdueCheck(config, index, store, load_profiles()).run(SystemClock().now().wall_us)
 
 
@@ -230,16 +230,17 @@ def _timeline(config: StationConfig, args: argparse.Namespace) -> int:
         index.close()
     if device is None:
         raise UsageError(f"device {args.device}: not enrolled at this station")
-    root = FilesystemEvidenceStore(config.data).device_root(args.device)
-    if not StoreLayout(root).ledger_path.exists():
+    store = open_store(config.data)
+    data = store.read_ledger(args.device)
+    if not data:
         print(f"device {args.device}: no records stored yet")
         return EXIT_OK
     # The records were verified on arrival; the chain is checked again here (not the files, which may still
     # be on their way) so that a timeline is never shown from a copy that was altered since.
-    report = Report(path=display_path(root))
-    with open(StoreLayout(root).ledger_path, "rb") as handle:
-        verify_lines(handle, report, public_key_from_hex(device.public_key))
-    timelines = case_timelines(read_records(root), load_profiles(args.profiles))
+    report = Report(path=store.ledger_name(args.device))
+    lines = data.splitlines(keepends=True)
+    verify_lines(lines, report, public_key_from_hex(device.public_key))
+    timelines = case_timelines(parse_records(lines), load_profiles(args.profiles))
     if args.json:
         print(json.dumps({"device": args.device, "ledger_intact": report.intact,
                           "problems": [p.to_dict() for p in report.problems],
@@ -256,7 +257,7 @@ def _scrub(config: StationConfig, args: argparse.Namespace) -> int:
     # it add its problems to the index while the receiver writes.
     index = _open_index(config)
     try:
-        scrubber = Scrubber(FilesystemEvidenceStore(config.data), index, ProblemLog(index, SystemClock()), 8 * MIB)
+        scrubber = Scrubber(open_store(config.data), index, ProblemLog(index, SystemClock()), 8 * MIB)
         try:
             summary = scrubber.run()
         finally:

@@ -44,8 +44,8 @@ from sync.station.model import (
     RecordRow,
 )
 from sync.station.overdue import case_object
+from sync.station.ports import LedgerCopies
 from sync.station.problems import ProblemLog
-from sync.station.store import EvidenceStore
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class IntakeLimits:
 
 
 class RecordIntake:
-    def __init__(self, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
+    def __init__(self, store: LedgerCopies, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
                  clock: Clock, limits: IntakeLimits) -> None:
         self._store = store
         self._index = index

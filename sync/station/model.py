@@ -185,6 +185,26 @@ class CaseUpdate:
 
 
 @dataclass(frozen=True)
+class CaseStage:
+    stage: str
+    status: str
+    seq: int  # of the stage record
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """A case as the stored records say: opened (its case-open record), its stages, closed or not."""
+
+    device: str
+    case_id: str
+    procedure: str
+    opened_seq: int
+    closed_seq: int | None
+    missing: tuple[str, ...]  # the stages the case-close record names as missing
+    stages: tuple[CaseStage, ...]
+
+
+@dataclass(frozen=True)
 class ProblemRow:
     id: int
     device: str | None

@@ -62,9 +62,9 @@ from sync.station.model import (
     DeviceRow,
     Outgoing,
 )
+from sync.station.ports import EvidenceStore
 from sync.station.problems import ProblemLog, printable
 from sync.station.set_aside import DEATHS_TO_SET_ASIDE, SetAside, is_station_failure, message_digest
-from sync.station.store import EvidenceStore
 from sync.station.transfer import FileTransfer, TransferLimits, TransferResult
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ class Receiver:
             expected = self.index.head(device.id).ledger_bytes
             size = self.store.ledger_size(device.id)
             if size > expected:
-                where = self.store.cut_ledger(device.id, expected)
-                log.warning("device %s: ledger copy held %d bytes past the indexed seq; kept aside in %s and cut "
+                where = self.store.set_aside_tail(device.id, expected)
+                log.warning("device %s: ledger copy held %d bytes past the indexed seq; set aside in %s "
                             "(the device sends them again)", device.id, size - expected, where)
             elif size < expected:
                 raise StoreError(f"device {device.id}: ledger copy holds {size} bytes, the index says {expected}: "

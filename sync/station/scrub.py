@@ -1,9 +1,10 @@
 """The station re-checks the evidence it holds: ``bodycam-station scrub``, and in ``serve`` on a schedule.
 
 A pass goes over every device's ledger copy (its size and each line against the records the index holds)
-and every stored file (the index's ``files``): the object must exist, the device's layout must name it by
-the same inode (a hard link), and its bytes must still hash to what was stored. What is wrong is reported
-as a problem naming the device, the seq of the record that vouches for it and the file:
+and every stored file (the index's ``files``): the object must exist, the device's layout must name it
+(:meth:`ObjectStore.placement`: by the same inode, a hard link, in a folder), and its bytes must still hash
+to what was stored. What is wrong is reported as a problem naming the device, the seq of the record that
+vouches for it and the file:
 ``missing-evidence`` (gone) or ``altered-evidence`` (other bytes, or another file under the name).
 
 In ``serve`` the pass runs in slices on the receiver's own thread, between batches (:class:`ScrubSchedule`):
@@ -16,19 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 from agent.errors import BodycamError, RecordFormatError
 from agent.evidence.record import parse_line
 from agent.evidence.store import LEDGER_FILE
-from sync.station.index import SqliteIndex
+from sync.station.index_ports import Index
 from sync.station.model import ALTERED_EVIDENCE, MISSING_EVIDENCE, FileRow
+from sync.station.ports import LedgerCopies, ObjectStore, Placement
 from sync.station.problems import ProblemLog
-from sync.station.store import FilesystemEvidenceStore
 
 log = logging.getLogger(__name__)
 PAGE_FILES = 256
@@ -47,10 +47,14 @@ class ScrubSummary:
         return {"devices": self.devices, "files": self.files, "bytes": self.bytes, "problems": self.findings}
 
 
+class ScrubbedStore(LedgerCopies, ObjectStore, Protocol):
+    """What the scrub reads: the ledger copies and the objects."""
+
+
 @dataclass
 class _Hashing:
     row: FileRow
-    fd: int
+    handle: BinaryIO
     digest: Any  # hashlib's sha256 object (no public type)
     size: int = 0
 
@@ -58,7 +62,7 @@ class _Hashing:
 class Scrubber:
     """One pass at a time over the store; :meth:`step` does a slice, :meth:`run` a whole pass."""
 
-    def __init__(self, store: FilesystemEvidenceStore, index: SqliteIndex, problems: ProblemLog,
+    def __init__(self, store: ScrubbedStore, index: Index, problems: ProblemLog,
                  slice_bytes: int) -> None:
         self.store = store
         self.index = index
@@ -149,38 +153,41 @@ class Scrubber:
             row = self._page.pop(0)
             self._cursor = (row.device, row.name)
             self.summary.files += 1
-            path = self._open_target(row)
-            if path is None:
+            opener = self._open_target(row)
+            if opener is None:
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                handle = opener()
             except OSError as exc:
                 self._report(MISSING_EVIDENCE, row.device, f"cannot be read ({exc.strerror})", row.seq, row.name)
                 continue
-            self._hashing = _Hashing(row, fd, hashlib.sha256())
+            self._hashing = _Hashing(row, handle, hashlib.sha256())
             return True
 
-    def _open_target(self, row: FileRow) -> os.PathLike[str] | None:
-        """The file to hash for ``row`` (the object, else the layout's copy), after checking the two agree."""
+    def _open_target(self, row: FileRow) -> Callable[[], BinaryIO] | None:
+        """How to open what to hash for ``row`` (the object, else the layout's copy), after checking the two
+        agree."""
         try:
-            named = self.store.device_root(row.device) / row.name
-            obj = self.store.object_path(row.sha256)
+            placement = self.store.placement(row.device, row.name, row.sha256)
         except BodycamError as exc:
             self._report(ALTERED_EVIDENCE, row.device, f"index row not usable ({exc})", row.seq, row.name)
             return None
-        has_obj, has_named = obj.is_file(), named.is_file()
         short = f"object {row.sha256[:16]}..."
-        if not has_named:
+        if placement in (Placement.NAME_MISSING, Placement.BOTH_MISSING):
             self._report(MISSING_EVIDENCE, row.device, "gone from the device's folder"
-                         + ("" if has_obj else f" and {short} gone from objects/"), row.seq, row.name)
-        elif not has_obj:
+                         + ("" if placement is Placement.NAME_MISSING else f" and {short} gone from objects/"),
+                         row.seq, row.name)
+        elif placement is Placement.OBJECT_MISSING:
             self._report(MISSING_EVIDENCE, row.device, f"{short} gone from objects/ (the device's folder still "
                          "names a file)", row.seq, row.name)
-        elif not os.path.samefile(named, obj):
+            return lambda: self.store.open_placed(row.device, row.name)
+        elif placement is Placement.REPLACED:
             self._report(ALTERED_EVIDENCE, row.device, f"the device's folder names another file than {short} "
                          "(replaced)", row.seq, row.name)
-            return named  # its bytes are what a copy would carry: check them too
-        return obj if has_obj else (named if has_named else None)
+            return lambda: self.store.open_placed(row.device, row.name)  # what a copy would carry: check it too
+        if placement is Placement.BOTH_MISSING:
+            return None
+        return lambda: self.store.open_object(row.sha256)
 
     def _hash_some(self, budget: int) -> int:
         hashing = self._hashing
@@ -188,7 +195,7 @@ class Scrubber:
         done = 0
         try:
             while done < budget:
-                chunk = os.read(hashing.fd, min(READ_BYTES, budget - done))
+                chunk = hashing.handle.read(min(READ_BYTES, budget - done))
                 if not chunk:
                     self._finish(hashing)
                     break
@@ -214,7 +221,7 @@ class Scrubber:
 
     def _close(self) -> None:
         if self._hashing is not None:
-            os.close(self._hashing.fd)
+            self._hashing.handle.close()
             self._hashing = None
 
     def close(self) -> None:

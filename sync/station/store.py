@@ -1,4 +1,5 @@
-"""Where the station keeps evidence: write-once content-addressed objects, and per device a store layout.
+"""The station's storage ports (sync/station/ports.py) in a folder: write-once content-addressed objects,
+and per device a store layout.
 
     DATA/objects/sha256/<2 hex>/<64 hex>      every file's bytes, once, read-only (0444), never overwritten
     DATA/devices/<D>/ledger.jsonl            the device's verified records, byte-identical lines, in order
@@ -6,13 +7,18 @@
     DATA/devices/<D>/quarantine/<name>       that ``bodycam-verify --pubkey`` checks as an archive
     DATA/devices/<D>/station-acks.jsonl      every ack the station signed for D, appended before it is sent
     DATA/staging/<D>/<sha256>.part           a file being received, written chunk by chunk at its offsets
-    DATA/staging/<D>/ledger-tail-*.bin       ledger bytes found past what the index knows, kept at start-up
+    DATA/ledger-pieces/<D>/<n>-keep-<N>-<h>.jsonl  a ledger copy set aside whole at start-up (the n-th):
+                                             its first N bytes are the records the index knows, the rest
+                                             its marked tail
 
-:class:`EvidenceStore` is the port the receiver uses; an object store with object lock fits behind it (an
-object per hash, multipart uploads for staging, an append-only ledger object per device and session).
 Every method is durable on return or raises (OSError, StoreError); after a failed write or fsync the data is
 treated as lost, never retried and trusted. Files are read-only and their folders closed for writing
 between the receiver's own changes (sync/station/sealing.py).
+
+A ledger copy is never truncated: :meth:`FilesystemEvidenceStore.set_aside_tail` keeps the whole file (its
+inode, by a hard link) under ``ledger-pieces/`` with the mark in its name, and puts in its place a new
+``ledger.jsonl`` holding the first N bytes, so that ``devices/<D>`` stays a store that ``bodycam-verify``
+checks (docs/station-archive.md, "Storage ports").
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO
 
 from agent.errors import StoreError
 from agent.evidence.archive import STATION_ACKS_FILE
@@ -32,60 +39,15 @@ from agent.evidence.encoding import is_hex64
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably
 from agent.evidence.record import DEVICE_ID_PATTERN
 from agent.evidence.store import StoreLayout
-from sync.station.sealing import close_appended, open_for_append, opened_dir, seal_dir
+from sync.station.ports import EvidenceStore, LedgerCopies, ObjectStore, Placement, Staging
+from sync.station.sealing import READ_ONLY_FILE, close_appended, open_for_append, opened_dir, seal_dir
+
+__all__ = ["EMPTY_SHA256", "EvidenceStore", "FilesystemEvidenceStore", "LedgerCopies", "ObjectStore", "Placement",
+           "Staging"]
 
 _sync_data = getattr(os, "fdatasync", os.fsync)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-class EvidenceStore(Protocol):
-    def append_records(self, device: str, lines: Sequence[bytes]) -> int:
-        """Append complete ledger lines to the device's ledger copy durably; return the offset of the first."""
-        ...
-
-    def read_ledger(self, device: str, offset: int = 0, length: int | None = None) -> bytes: ...
-
-    def append_acks(self, device: str, lines: Sequence[bytes]) -> None:
-        """Append signed ack lines to the device's ack log durably (before they are sent)."""
-        ...
-
-    def read_ack_log(self, device: str) -> bytes: ...
-
-    def ledger_size(self, device: str) -> int: ...
-
-    def cut_ledger(self, device: str, size: int) -> str:
-        """Keep the bytes past ``size`` aside (never deleted), then cut the ledger copy there; says where."""
-        ...
-
-    def write_partial(self, device: str, sha256: str, offset: int, data: bytes) -> None:
-        """Write staged bytes; they are durable only after :meth:`sync_partials`."""
-        ...
-
-    def sync_partials(self) -> None:
-        """Make every staged byte written since the last call durable (before their ranges are indexed)."""
-        ...
-
-    def partial_digest(self, device: str, sha256: str) -> tuple[str, int]:
-        """SHA-256 and size of the bytes staged for a file (of nothing when none were)."""
-        ...
-
-    def discard_partial(self, device: str, sha256: str) -> None: ...
-
-    def commit_partial(self, device: str, sha256: str) -> None:
-        """Make the staged bytes the object ``sha256`` (write-once; an existing object is reused)."""
-        ...
-
-    def has_object(self, sha256: str) -> bool: ...
-
-    def free_bytes(self) -> int:
-        """Space left for evidence where this store writes."""
-        ...
-
-    def object_size(self, sha256: str) -> int: ...
-
-    def place_file(self, device: str, name: str, sha256: str) -> None:
-        """Name the object in the device's layout (``segments/...``, ``quarantine/...``); idempotent."""
-        ...
+_PIECE_NAME = re.compile(r"[0-9]{4,}-keep-([0-9]+)-[0-9a-f]{16}\.jsonl")
 
 
 class FilesystemEvidenceStore:
@@ -209,23 +171,49 @@ class FilesystemEvidenceStore:
         except FileNotFoundError:
             return 0
 
-    def cut_ledger(self, device: str, size: int) -> str:
-        path = self._ledger(device)
+    def ledger_name(self, device: str) -> str:
+        return display_path(self.device_root(device))
+
+    def set_aside_tail(self, device: str, size: int) -> str:
+        layout = self._layout(device)
+        path = layout.ledger_path
         with open(path, "rb") as handle:
-            handle.seek(size)
-            tail = handle.read()
-        folder = self.root / "staging" / device
+            whole = handle.read()
+        if len(whole) < size:
+            raise StoreError(f"device {device}: ledger copy holds {len(whole)} bytes, fewer than the {size} to keep")
+        folder = self.root / "ledger-pieces" / device
         self._make_dirs(folder)
-        aside = folder / f"ledger-tail-{size}-{hashlib.sha256(tail).hexdigest()[:16]}.bin"
-        if not aside.exists():
-            write_file_durably(aside, tail, mode=0o444, exclusive=True)
-        fd = open_for_append(path)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            close_appended(fd)
-        return display_path(aside)
+        pieces = self._pieces(device)
+        # Already there when a crash came after the link, before the new copy: the same inode, linked once.
+        if not any(os.path.samefile(piece, path) for piece, _ in pieces):
+            piece = folder / f"{len(pieces) + 1:04d}-keep-{size}-{hashlib.sha256(whole).hexdigest()[:16]}.jsonl"
+            os.link(path, piece)
+            fsync_dir(folder)
+            pieces.append((piece, size))
+        with opened_dir(layout.root):
+            # A new file renamed over the name (a crash leaves the old one or the new, each whole); the old
+            # inode lives on as the piece: nothing of it is cut.
+            write_file_durably(path, whole[:size], mode=READ_ONLY_FILE)
+        return display_path(pieces[-1][0])
+
+    def set_aside_tails(self, device: str) -> list[bytes]:
+        tails = []
+        for piece, keep in self._pieces(device):
+            with open(piece, "rb") as handle:
+                handle.seek(keep)
+                tails.append(handle.read())
+        return tails
+
+    def _pieces(self, device: str) -> list[tuple[Path, int]]:
+        """The device's set-aside ledger pieces, oldest first, each with the bytes of it the view keeps."""
+        folder = self.root / "ledger-pieces" / self.device_root(device).name
+        found = []
+        for piece in sorted(folder.glob("*-keep-*.jsonl")):
+            match = _PIECE_NAME.fullmatch(piece.name)
+            if match is None:
+                raise StoreError(f"ledger piece {display_path(piece)}: not a name this store writes")
+            found.append((piece, int(match.group(1))))
+        return found
 
     # --- staging ---------------------------------------------------------------------------------------------
 
@@ -305,6 +293,51 @@ class FilesystemEvidenceStore:
     def object_size(self, sha256: str) -> int:
         return self.object_path(sha256).stat().st_size
 
+    def open_object(self, sha256: str) -> BinaryIO:
+        return open(self.object_path(sha256), "rb")
+
+    def put_object(self, sha256: str, source: BinaryIO) -> None:
+        target = self.object_path(sha256)
+        folder = self.root / "staging" / ".put"
+        self._make_dirs(folder)
+        temp = folder / f"{sha256}.part"
+        temp.unlink(missing_ok=True)
+        digest, size = hashlib.sha256(), 0
+        with open(temp, "xb") as out:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fchmod(out.fileno(), READ_ONLY_FILE)
+            os.fsync(out.fileno())
+        try:
+            if digest.hexdigest() != sha256:
+                raise StoreError(f"object {sha256[:16]}...: the bytes put hash to {digest.hexdigest()[:16]}...: "
+                                 "not stored")
+            self._make_dirs(target.parent)
+            try:
+                with opened_dir(target.parent):
+                    os.link(temp, target)
+            except FileExistsError:
+                self._check_existing(target, size)
+            fsync_dir(target.parent)
+        finally:
+            temp.unlink()
+            fsync_dir(folder)
+
+    def placement(self, device: str, name: str, sha256: str) -> Placement:
+        named, obj = self.device_root(device) / name, self.object_path(sha256)
+        has_obj, has_named = obj.is_file(), named.is_file()
+        if not has_named:
+            return Placement.NAME_MISSING if has_obj else Placement.BOTH_MISSING
+        if not has_obj:
+            return Placement.OBJECT_MISSING
+        return Placement.OK if os.path.samefile(named, obj) else Placement.REPLACED
+
+    def open_placed(self, device: str, name: str) -> BinaryIO:
+        return open(self.device_root(device) / name, "rb")
+
     def place_file(self, device: str, name: str, sha256: str) -> None:
         layout = self._layout(device)
         path, target = layout.path_of(name), self.object_path(sha256)
@@ -324,3 +357,8 @@ class FilesystemEvidenceStore:
         existing = target.stat().st_size
         if existing != size:
             raise StoreError(f"object {display_path(target)}: exists with {existing} bytes, not {size}: not replaced")
+
+
+def open_store(data_dir: Path) -> EvidenceStore:
+    """The station's evidence store (the folder backend; issue 19 adds an object store's), not yet locked."""
+    return FilesystemEvidenceStore(data_dir)

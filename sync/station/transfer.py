@@ -28,8 +28,8 @@ from sync.station.deadline import WorkingCalendar, recording_time
 from sync.station.index import Index
 from sync.station.intake import late_reason, oversized_reason
 from sync.station.model import BAD_BYTES, LATE_UPLOAD, OVERDUE_FILE, STORAGE_LOW, Claim, FileRow
+from sync.station.ports import EvidenceStore
 from sync.station.problems import ProblemLog
-from sync.station.store import EvidenceStore
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from agent.errors import RecordFormatError
 from agent.evidence.clock import Clock
@@ -22,10 +21,10 @@ from agent.workflow.procedure import Procedure, procedure_from_case_open
 from firmware_config.station_config import StationConfig
 from sync.station.deadline import WorkingCalendar
 from sync.station.index import Index
-from sync.station.model import CHECK_KINDS, DeviceRow, ProblemRow
+from sync.station.model import CHECK_KINDS, CaseRow, DeviceRow, ProblemRow
 from sync.station.overdue import CaseFacts, DeviceFacts, Finding, overdue_findings, reconcile
 from sync.station.periodic import Periodic
-from sync.station.store import EvidenceStore
+from sync.station.ports import LedgerCopies
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class CheckResult:
 class OverdueCheck:
     """One check over every enrolled device; keeps what it learnt of each case's stage list between runs."""
 
-    def __init__(self, config: StationConfig, index: Index, store: EvidenceStore,
+    def __init__(self, config: StationConfig, index: Index, store: LedgerCopies,
                  profiles: Mapping[str, Procedure]) -> None:
         self.settings = config.overdue
         self.calendar = WorkingCalendar.from_settings(config.deadline)
@@ -84,20 +83,19 @@ class OverdueCheck:
                         if c is not None),
         )
 
-    def _case(self, device: str, row: dict[str, Any]) -> CaseFacts | None:
-        opened = self._index.record(device, row["opened_seq"])
+    def _case(self, device: str, row: CaseRow) -> CaseFacts | None:
+        opened = self._index.record(device, row.opened_seq)
         if opened is None:
             return None  # cannot be: a case row comes with its case-open record
-        key = (device, row["case_id"])
+        key = (device, row.case_id)
         if key not in self._required:
-            self._required[key] = self._required_stages(device, opened.offset, opened.length, row["procedure"])
-        missing = row["missing"]
+            self._required[key] = self._required_stages(device, opened.offset, opened.length, row.procedure)
         return CaseFacts(
-            case_id=row["case_id"], procedure=row["procedure"], opened_seq=row["opened_seq"],
-            opened_wall_us=opened.wall_us, opened_stored_us=opened.stored_us, closed_seq=row["closed_seq"],
+            case_id=row.case_id, procedure=row.procedure, opened_seq=row.opened_seq,
+            opened_wall_us=opened.wall_us, opened_stored_us=opened.stored_us, closed_seq=row.closed_seq,
             required=self._required[key],
-            stages=tuple((str(s.get("stage")), str(s.get("status"))) for s in row["stages"] if isinstance(s, dict)),
-            device_missing=tuple(m for m in missing if isinstance(m, str)) if isinstance(missing, list) else (),
+            stages=tuple((s.stage, s.status) for s in row.stages),
+            device_missing=row.missing,
         )
 
     def _required_stages(self, device: str, offset: int, length: int, name: str) -> tuple[str, ...] | None:

@@ -16,6 +16,7 @@ from agent.evidence.keys import DeviceKey, load_device_key, public_key_pem
 from agent.evidence.ledger import Ledger
 from sync.protocol import Done
 from sync.station.cli import main
+from sync.station.model import CaseRow, CaseStage
 
 DEVICE = "dev-0001"
 
@@ -224,10 +225,10 @@ def test_timeline_of_the_station_copy(capsys: pytest.CaptureFixture[str], tmp_pa
     station = Station(tmp_path / "data")
     station.enroll(DEVICE, key)
     DeviceSide(station, root, DEVICE).sync()
-    assert station.index.cases(DEVICE) == [{
-        "case_id": "case-7", "procedure": "inspection", "opened_seq": 2, "closed_seq": 4, "missing": ["report"],
-        "stages": [{"stage": "announce", "status": "done", "seq": 3}],
-    }]
+    assert station.index.cases(DEVICE) == [CaseRow(
+        device=DEVICE, case_id="case-7", procedure="inspection", opened_seq=2, closed_seq=4, missing=("report",),
+        stages=(CaseStage("announce", "done", 3),),
+    )]
     station.close()
     code, out, _ = run(capsys, "timeline", "--config", config, "--device", DEVICE)
     assert code == 0 and "case-7" in out and "WARNING" not in out

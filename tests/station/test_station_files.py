@@ -15,6 +15,8 @@ from pathlib import Path
 from helpers import writable
 from station_support import DeviceSide, Station, StoreFactory, statuses
 
+from agent.evidence.keys import public_key_from_hex
+from agent.evidence.verify import verify_store
 from sync.protocol import FileOffer
 
 DEVICE = "dev-0001"
@@ -166,7 +168,7 @@ def test_killed_after_storing_records_before_their_ack(station: Station, make_st
     assert station.problems() == []
 
 
-def test_a_ledger_copy_longer_than_the_index_is_cut_back_and_kept_aside(station: Station,
+def test_a_ledger_copy_longer_than_the_index_has_its_tail_set_aside(station: Station,
                                                                        make_store: StoreFactory) -> None:
     side = records_sent(station, make_store)
     ledger = station.device_root(DEVICE) / "ledger.jsonl"
@@ -175,6 +177,11 @@ def test_a_ledger_copy_longer_than_the_index_is_cut_back_and_kept_aside(station:
         handle.write(b'{"half a line')  # as if the index write had not happened before a crash
     station.restart()
     assert ledger.read_bytes() == stored
-    [aside] = (station.data / "staging" / DEVICE).glob("ledger-tail-*.bin")
-    assert aside.read_bytes() == b'{"half a line'
+    [aside] = (station.data / "ledger-pieces" / DEVICE).glob(f"0001-keep-{len(stored)}-*.jsonl")
+    assert aside.read_bytes() == stored + b'{"half a line'  # the whole copy, its tail marked: nothing cut
     assert side.hello().seq == 9
+    side.sync()
+    enrolled = station.index.device(DEVICE)
+    assert enrolled is not None
+    report = verify_store(station.device_root(DEVICE), public_key_from_hex(enrolled.public_key))
+    assert report.intact, report.problems  # the device's folder is still a store the verifier checks
