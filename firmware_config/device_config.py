@@ -31,6 +31,7 @@ from agent.controls.config import from_mapping as controls_from_mapping
 from agent.errors import ConfigError
 from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
+from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
 from agent.health.config import HealthConfig
 from agent.health.config import from_mapping as health_from_mapping
@@ -38,8 +39,6 @@ from agent.recorder.storage import StorageThresholds
 from agent.workflow.state import DEFAULT_STOP_REASONS, MAX_STOP_REASONS, WorkflowConfig
 from firmware_config.profiles import load_profiles
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
-from sync.broker import DEFAULT_MAX_PACKET_BYTES
-from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 
 MIB = 1024 * 1024
 KIB = 1024

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.evidence.assignment import OfficerState
 from agent.evidence.encoding import is_integer
+from agent.evidence.officer import OfficerState
 from agent.evidence.record import DEVICE_ID_PATTERN, officer_problem
 from agent.workflow.procedure import Procedure, StageSpec
 
