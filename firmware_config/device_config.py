@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.camera.base import CameraSettings
-from agent.camera.factory import BACKENDS
 from agent.controls.config import ControlsConfig
 from agent.controls.config import from_mapping as controls_from_mapping
 from agent.errors import ConfigError
@@ -35,9 +33,9 @@ from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYT
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
 from agent.health.config import HealthConfig
 from agent.health.config import from_mapping as health_from_mapping
-from agent.recorder.storage import StorageThresholds
 from agent.workflow.state import DEFAULT_STOP_REASONS, MAX_STOP_REASONS, WorkflowConfig
 from firmware_config.profiles import load_profiles
+from firmware_config.settings import CAMERA_BACKENDS, CameraSettings, StorageThresholds
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
@@ -200,8 +198,8 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
     if fingerprint and not is_hex64(fingerprint):
         raise refusal(source, "device.enrolled_fingerprint", fingerprint,
                       'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment')
-    if camera["backend"] not in BACKENDS:
-        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(BACKENDS)}")
+    if camera["backend"] not in CAMERA_BACKENDS:
+        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(CAMERA_BACKENDS)}")
     for side in ("width", "height"):
         if camera[side] % 2:  # the encoder's yuv420p halves each side for the colour planes
             raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
