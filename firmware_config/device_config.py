@@ -11,7 +11,7 @@ documented in :mod:`agent.controls.config`.
     [controls]          buttons, LED, buzzer (agent.controls.config)
     [control_socket]    path, group
     [sync]              broker, TLS files, the station's key, chunking, timing, retention (SyncSettings)
-    [health]            self-test and runtime watch: report file, limits, sensor paths (agent.health.config)
+    [health]            self-test and runtime watch: report file, limits, sensor paths (firmware_config.health)
 
 Besides each key on its own, settings that must agree are checked together (``_cross_checks``): a pin used
 twice, a segment chunk or a records batch that would not fit the broker's message limit, a pre-event buffer
@@ -31,9 +31,9 @@ from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
-from agent.health.config import HealthConfig
-from agent.health.config import from_mapping as health_from_mapping
 from agent.workflow.state import DEFAULT_STOP_REASONS, MAX_STOP_REASONS, WorkflowConfig
+from firmware_config.health import HealthConfig
+from firmware_config.health import from_mapping as health_from_mapping
 from firmware_config.profiles import load_profiles
 from firmware_config.settings import CAMERA_BACKENDS, CameraSettings, StorageThresholds
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables

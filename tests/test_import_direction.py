@@ -28,7 +28,6 @@ CLI_MODULES = {"agent.cli", "agent.verify_cli", "agent.simulate", "sync.cli", "s
 # sync.station) or a top-level module (agent.daemon, sync.protocol).
 KNOWN_BACK_EDGES = {
     ('firmware_config.device_config', 'agent.controls'),  # configuration imports the device beyond the core
-    ('firmware_config.device_config', 'agent.health'),  # configuration imports the device beyond the core
     ('firmware_config.device_config', 'agent.workflow'),  # configuration imports the device beyond the core
     ('firmware_config.profiles', 'agent.workflow'),  # configuration imports the device beyond the core
 }
