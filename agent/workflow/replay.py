@@ -12,8 +12,8 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.evidence.officer import OfficerState, is_assignment
+from agent.evidence.procedure import procedure_from_case_open
 from agent.workflow.events import Effect, Feedback, FeedbackEffect, RecordEffect, RecordingEffect
-from agent.workflow.procedure import procedure_from_case_open
 from agent.workflow.state import LONG_TERM, CaseState, WorkflowConfig, WorkflowState, close_body
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.evidence.encoding import is_integer
 from agent.evidence.officer import OfficerState
+from agent.evidence.procedure import Procedure, StageSpec
 from agent.evidence.record import DEVICE_ID_PATTERN, officer_problem
-from agent.workflow.procedure import Procedure, StageSpec
 
 DEFAULT_STOP_REASONS = (
     "device fault",
