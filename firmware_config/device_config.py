@@ -31,11 +31,17 @@ from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
-from agent.workflow.state import DEFAULT_STOP_REASONS, MAX_STOP_REASONS, WorkflowConfig
 from firmware_config.health import HealthConfig
 from firmware_config.health import from_mapping as health_from_mapping
 from firmware_config.profiles import load_profiles
-from firmware_config.settings import CAMERA_BACKENDS, CameraSettings, StorageThresholds
+from firmware_config.settings import (
+    CAMERA_BACKENDS,
+    DEFAULT_STOP_REASONS,
+    MAX_STOP_REASONS,
+    CameraSettings,
+    StorageThresholds,
+    WorkflowConfig,
+)
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
