@@ -2,13 +2,13 @@
 
 Every problem raises ConfigError naming the file, the dotted key and what is wrong; nothing starts on a
 bad file. An example with every key is ``firmware_config/device.example.toml``; the ``[controls]`` table is
-documented in :mod:`agent.controls.config`.
+documented in :mod:`firmware_config.controls`.
 
     [device]            id, officer, store, key, enrolled_fingerprint
     [camera]            backend, source, width, height, fps, bitrate
     [recorder]          segment_seconds, prebuffer_seconds, low_space_mb, floor_mb, memory_budget_mb
     [workflow]          default_procedure, stop_reasons, reason_window_seconds, profiles
-    [controls]          buttons, LED, buzzer (agent.controls.config)
+    [controls]          buttons, LED, buzzer (firmware_config.controls)
     [control_socket]    path, group
     [sync]              broker, TLS files, the station's key, chunking, timing, retention (SyncSettings)
     [health]            self-test and runtime watch: report file, limits, sensor paths (firmware_config.health)
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.controls.config import ControlsConfig
-from agent.controls.config import from_mapping as controls_from_mapping
 from agent.errors import ConfigError
 from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
+from firmware_config.controls import ControlsConfig
+from firmware_config.controls import from_mapping as controls_from_mapping
 from firmware_config.health import HealthConfig
 from firmware_config.health import from_mapping as health_from_mapping
 from firmware_config.profiles import load_profiles

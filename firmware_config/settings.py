@@ -8,6 +8,7 @@ importing the device. Imports only the core.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +16,15 @@ from agent.errors import ConfigError
 from agent.evidence.encoding import is_integer
 from agent.evidence.procedure import Procedure
 from agent.evidence.record import DEVICE_ID_PATTERN, officer_problem
+
+
+class Button(enum.Enum):
+    """The device's buttons: the keys of ``[controls.buttons]`` and the workflow machine's inputs."""
+
+    RECORD = "record"
+    STAGE = "stage"
+    MARK = "mark"
+
 
 CAMERA_BACKENDS = ("synthetic", "opencv", "picamera2")  # the names agent/camera/factory.py opens
 
