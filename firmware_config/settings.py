@@ -1,9 +1,9 @@
-"""The typed settings the device's camera, recorder and workflow are built from, as the device config makes them.
+"""The typed settings the device's camera, recorder, buttons and workflow are built from, as the config makes them.
 
-The device depends on its configuration, not the reverse: agent/camera, agent/recorder and agent/workflow
-take these types (and name them too: agent/camera/base.py, agent/camera/factory.py,
-agent/recorder/storage.py, agent/workflow/state.py), and firmware_config/device_config.py builds them without
-importing the device. Imports only the core.
+The device depends on its configuration, not the reverse: agent/camera, agent/recorder, agent/controls and
+agent/workflow take these types (and name them too: agent/camera/base.py, agent/camera/factory.py,
+agent/recorder/storage.py, agent/workflow/state.py, agent/workflow/events.py), and
+firmware_config/device_config.py builds them without importing the device. Imports only the core.
 """
 
 from __future__ import annotations
