@@ -1,3 +1,5 @@
 """On-device side of the body-camera evidence system."""
 
-__version__ = "0.1.0"
+from agent.evidence import __version__
+
+__all__ = ["__version__"]

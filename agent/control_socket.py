@@ -10,7 +10,7 @@ Ops: status, open-case [procedure], stage [skip], record, stop [reason], bookmar
 retention reason, close-case [reason] (required while a required stage is not done). Every op goes through
 the same state machine as the buttons; a refused op answers ``ok: false`` with the reason and changes nothing.
 
-Custody ops, for the uploader (agent/evidence/custody.py, ``AgentCustody``): ``receipt`` ack (the station's
+Custody ops, for the uploader (sync/uploader/custody_port.py, ``AgentCustody``): ``receipt`` ack (the station's
 acknowledgement line, payload TAB signature) records a checked receipt; ``purge`` removes the acknowledged
 segments the retention policy lets go. They answer ``{"ok", "error", "error_type", "status": null, "result"}``.
 Requests are at most 4 KiB, a ``receipt`` request at most 64 KiB (an ack line is up to 16 KiB).

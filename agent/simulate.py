@@ -16,7 +16,6 @@ from pathlib import Path
 from agent.camera.base import Camera, CameraSettings
 from agent.camera.synthetic import SyntheticCamera
 from agent.controls.buttons import ButtonPanel
-from agent.controls.config import ControlsConfig
 from agent.controls.feedback import FeedbackDriver
 from agent.device import Device
 from agent.evidence.clock import Clock
@@ -26,6 +25,7 @@ from agent.recorder.segmenter import SegmenterSettings, SegmenterStats
 from agent.recorder.session import RecordingSession
 from agent.scenario import Scenario, play
 from agent.workflow.state import WorkflowConfig
+from firmware_config.controls import ControlsConfig
 from firmware_config.profiles import load_profiles
 
 BOOKMARK_EVERY_SECONDS = 4

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 
+from agent.evidence.text import printable
 from agent.workflow.events import SystemStop
 
 MAX_DETAIL_CHARS = 200  # the cause goes into a signed record and a timeline line: one readable line
@@ -71,5 +72,5 @@ def system_state() -> str | None:
 
 
 def _one_line(text: str) -> str:
-    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    shown = printable(text)
     return shown if len(shown) <= MAX_DETAIL_CHARS else shown[: MAX_DETAIL_CHARS - 3] + "..."

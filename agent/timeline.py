@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.evidence.cases import cases_in
+from agent.evidence.procedure import Procedure, StageSpec, procedure_from_case_open
 from agent.evidence.record import SignedRecord
-from agent.workflow.procedure import Procedure, StageSpec, procedure_from_case_open
 
 STOPS_CASE = "case"  # a stop-reason, stop-refused or stop-cancelled about closing a case (the close guard)
 STANDARD_RETENTION = "standard"  # kept as long as the case file (art. 18)

@@ -26,6 +26,7 @@ from agent.evidence.archive import ARCHIVE, ARCHIVE_PURGED_MISSING, DEVICE_STORE
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
 from agent.evidence.store import read_records
+from agent.evidence.text import printable
 from agent.evidence.verify import Report, verify_store
 from agent.timeline import case_timelines, render_timeline
 from firmware_config.profiles import load_profiles
@@ -51,11 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--profiles", type=Path, help="procedure profiles folder for --timeline (default: the shipped profiles)"
     )
     return parser
-
-
-def printable(text: str) -> str:
-    """Text from a ledger, safe for a terminal: control characters shown as escapes, never executed."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 _ROUTINE_WORDS = {

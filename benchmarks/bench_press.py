@@ -49,7 +49,6 @@ from gpiozero.pins.mock import MockFactory, MockPin  # noqa: E402
 from agent.camera.base import CameraSettings  # noqa: E402
 from agent.camera.synthetic import SyntheticCamera  # noqa: E402
 from agent.controls.buttons import ButtonPanel  # noqa: E402
-from agent.controls.config import ControlsConfig, pin_label  # noqa: E402
 from agent.controls.feedback import FeedbackDriver  # noqa: E402
 from agent.device import Device  # noqa: E402
 from agent.evidence.keys import DeviceKey  # noqa: E402
@@ -62,6 +61,7 @@ from agent.recorder.session import RecordingSession  # noqa: E402
 from agent.simulate import segmenter_settings_for  # noqa: E402
 from agent.workflow.events import Button  # noqa: E402
 from agent.workflow.state import WorkflowConfig  # noqa: E402
+from firmware_config.controls import ControlsConfig, pin_label  # noqa: E402
 from firmware_config.profiles import load_profiles  # noqa: E402
 
 DURABLE_P99_TARGET_MS = 50.0

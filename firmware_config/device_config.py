@@ -2,16 +2,16 @@
 
 Every problem raises ConfigError naming the file, the dotted key and what is wrong; nothing starts on a
 bad file. An example with every key is ``firmware_config/device.example.toml``; the ``[controls]`` table is
-documented in :mod:`agent.controls.config`.
+documented in :mod:`firmware_config.controls`.
 
     [device]            id, officer, store, key, enrolled_fingerprint
     [camera]            backend, source, width, height, fps, bitrate
     [recorder]          segment_seconds, prebuffer_seconds, low_space_mb, floor_mb, memory_budget_mb
     [workflow]          default_procedure, stop_reasons, reason_window_seconds, profiles
-    [controls]          buttons, LED, buzzer (agent.controls.config)
+    [controls]          buttons, LED, buzzer (firmware_config.controls)
     [control_socket]    path, group
     [sync]              broker, TLS files, the station's key, chunking, timing, retention (SyncSettings)
-    [health]            self-test and runtime watch: report file, limits, sensor paths (agent.health.config)
+    [health]            self-test and runtime watch: report file, limits, sensor paths (firmware_config.health)
 
 Besides each key on its own, settings that must agree are checked together (``_cross_checks``): a pin used
 twice, a segment chunk or a records batch that would not fit the broker's message limit, a pre-event buffer
@@ -24,22 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.camera.base import CameraSettings
-from agent.camera.factory import BACKENDS
-from agent.controls.config import ControlsConfig
-from agent.controls.config import from_mapping as controls_from_mapping
 from agent.errors import ConfigError
 from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
+from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
-from agent.health.config import HealthConfig
-from agent.health.config import from_mapping as health_from_mapping
-from agent.recorder.storage import StorageThresholds
-from agent.workflow.state import DEFAULT_STOP_REASONS, MAX_STOP_REASONS, WorkflowConfig
+from firmware_config.controls import ControlsConfig
+from firmware_config.controls import from_mapping as controls_from_mapping
+from firmware_config.health import HealthConfig
+from firmware_config.health import from_mapping as health_from_mapping
 from firmware_config.profiles import load_profiles
+from firmware_config.settings import (
+    CAMERA_BACKENDS,
+    DEFAULT_STOP_REASONS,
+    MAX_STOP_REASONS,
+    CameraSettings,
+    StorageThresholds,
+    WorkflowConfig,
+)
 from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
-from sync.broker import DEFAULT_MAX_PACKET_BYTES
-from sync.protocol import MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -201,8 +204,8 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
     if fingerprint and not is_hex64(fingerprint):
         raise refusal(source, "device.enrolled_fingerprint", fingerprint,
                       'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment')
-    if camera["backend"] not in BACKENDS:
-        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(BACKENDS)}")
+    if camera["backend"] not in CAMERA_BACKENDS:
+        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(CAMERA_BACKENDS)}")
     for side in ("width", "height"):
         if camera[side] % 2:  # the encoder's yuv420p halves each side for the colour planes
             raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")

@@ -1,4 +1,4 @@
-"""Procedure profiles: one TOML file per procedure type, loaded into :class:`agent.workflow.procedure.Procedure`.
+"""Procedure profiles: one TOML file per procedure type, loaded into :class:`agent.evidence.procedure.Procedure`.
 
 The format is documented in docs/procedure-profiles.md. The loader is strict on purpose (SPEC invariant 5): a
 typo in a key would otherwise silently make a stage optional or unrecorded, so unknown keys, missing keys,
@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.evidence.fsutil import display_path
-from agent.workflow.procedure import SLUG_PATTERN, Procedure, StageSpec
+from agent.evidence.procedure import SLUG_PATTERN, Procedure, StageSpec
 from firmware_config.toml_file import read_toml
 
 PROFILE_SUFFIX = ".toml"

@@ -34,7 +34,7 @@ from agent.cliargs import UsageParser, device_id_arg
 from agent.errors import BodycamError, KeyFileError, UsageError
 from agent.evidence.fsutil import display_path, write_file_durably
 from agent.evidence.keys import DeviceKey, load_device_key, load_or_create_device_key, public_key_pem
-from agent.verify_cli import printable
+from agent.evidence.text import printable
 from firmware_config.device_config import load_device_config, parse_device_config
 from firmware_config.toml_file import read_toml
 from firmware_config.toml_write import dumps

@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.errors import ConfigError, KeyFileError
 from agent.evidence.fsutil import display_path, write_file_durably
+from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES as DEFAULT_MAX_PACKET_BYTES  # the configs check it
 from agent.evidence.record import DEVICE_ID_PATTERN
 from sync.protocol import TOPIC_ROOT
 
@@ -45,7 +46,6 @@ LEGACY_RECEIVER_ID = "bodycam-station"
 # Names no device may have: the station's certificate identities (each is also a client id on the broker).
 RESERVED_IDS = (STATION_USER, TOOLS_USER, LEGACY_RECEIVER_ID)
 CRL_FILE = "crl.pem"
-DEFAULT_MAX_PACKET_BYTES = 4 * 1024 * 1024
 # Per client, beyond the in-flight window. Mosquitto drops QoS 1 messages silently past either limit, so they
 # are set far above what a station that is merely slow (not dead) lets pile up.
 MAX_QUEUED_MESSAGES = 10_000

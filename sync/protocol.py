@@ -32,6 +32,11 @@ from typing import Any
 from agent.errors import EncodingError, ProtocolError
 from agent.evidence.ack import MAX_ACK_FILES, Ack, AckedFile, SignedAck, parse_ack, sign_ack, verify_ack
 from agent.evidence.encoding import GENESIS_PREV, canonical_json, has_type, is_hex64, is_integer, parse_canonical_json
+
+# The sizes the configuration checks against too live in the core (agent/evidence/limits.py); named here as
+# part of the contract.
+from agent.evidence.limits import MAX_CHUNK_HEADER_BYTES as MAX_CHUNK_HEADER_BYTES
+from agent.evidence.limits import PUBLISH_OVERHEAD_BYTES as PUBLISH_OVERHEAD_BYTES
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_FILE_BYTES, STORE_FILE_PATTERN
 
 PROTOCOL_VERSION = 1
@@ -45,10 +50,6 @@ RETAINED_DOWN_KINDS = ("assignment",)
 
 # A control message (everything but records and chunks) is small; anything larger is refused unread.
 MAX_CONTROL_BYTES = 64 * 1024
-# A chunk header is a few hundred bytes; the limit stops a chunk from hiding a large JSON document.
-MAX_CHUNK_HEADER_BYTES = 1024
-# Room the MQTT 5 PUBLISH fixed header, topic and properties take besides the payload.
-PUBLISH_OVERHEAD_BYTES = 512
 _SESSION = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 
 

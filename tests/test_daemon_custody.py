@@ -20,12 +20,13 @@ from agent.control_socket import MAX_CUSTODY_REQUEST_BYTES, MAX_REQUEST_BYTES, C
 from agent.daemon import custody_handler
 from agent.errors import LedgerBusyError, VerificationError
 from agent.evidence.ack import Ack, AckedFile, SignedAck, sign_ack
-from agent.evidence.custody import AgentCustody, DirectCustody, RetentionPolicy
+from agent.evidence.custody import DirectCustody, RetentionPolicy
 from agent.evidence.keys import DeviceKey, public_key_raw
 from agent.evidence.ledger import Ledger
 from agent.evidence.record import SignedRecord
 from agent.evidence.store import read_records, segment_file_name
 from firmware_config.device_config import SyncSettings
+from sync.uploader.custody_port import AgentCustody
 
 DEVICE = "cam-0001"
 STATION = seeded_key(9)

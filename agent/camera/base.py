@@ -12,8 +12,11 @@ timestamp 0 once the first frame has been seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+# The settings are the configuration's type (the device depends on its configuration); named here, where
+# every backend looks for them.
+from firmware_config.settings import CameraSettings as CameraSettings
 
 
 class EncodedOutput(Protocol):
@@ -33,19 +36,6 @@ class EncodedOutput(Protocol):
     ) -> None: ...
 
     def _add_stream(self, encoder_stream: Any, codec_name: str, **kwargs: Any) -> None: ...
-
-
-@dataclass(frozen=True)
-class CameraSettings:
-    """What every backend needs to produce the footage agencies require."""
-
-    width: int = 1280
-    height: int = 720
-    fps: int = 30
-    bitrate: int = 4_000_000  # bits per second
-    keyframe_interval: int = 30  # frames between keyframes: one GOP of about a second at 30 fps
-    device_id: str = "sim-0001"
-    officer_id: str = "unassigned"
 
 
 class Camera(Protocol):

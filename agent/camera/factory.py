@@ -15,11 +15,12 @@ from typing import Any
 
 from agent.camera.base import Camera, CameraSettings
 from agent.errors import CameraError
+from firmware_config.settings import CAMERA_BACKENDS
 
 log = logging.getLogger(__name__)
 
 ENV_VAR = "BODYCAM_CAMERA"
-BACKENDS = ("synthetic", "opencv", "picamera2")  # the names _backend_class knows; the config and CLI offer these
+BACKENDS = CAMERA_BACKENDS  # the names _backend_class knows; the config and CLI offer these
 
 
 def _backend_class(name: str) -> Callable[..., Camera]:

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 
 from agent.camera.base import CameraSettings
+from agent.camera.clock import Clock
 from agent.camera.threaded import FrameTiming, ThreadedCamera
 from agent.errors import CameraError
-from agent.evidence.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Self
 
 from agent.camera.base import CameraSettings, EncodedOutput
+from agent.camera.clock import Clock, SystemClock
 from agent.camera.encoder import check_settings
 from agent.camera.overlay import draw_frame_code, draw_overlay
 from agent.errors import CameraError
-from agent.evidence.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from agent.camera.base import CameraSettings
+from agent.camera.clock import Clock
 from agent.camera.threaded import FrameTiming, ThreadedCamera
-from agent.evidence.clock import Clock
 
 
 class MovingPattern:

@@ -27,10 +27,10 @@ from typing import Self
 import numpy as np
 
 from agent.camera.base import CameraSettings, EncodedOutput
+from agent.camera.clock import Clock, SystemClock
 from agent.camera.encoder import SoftwareH264Encoder, check_settings
 from agent.camera.overlay import draw_frame_code, draw_overlay
 from agent.errors import CameraError
-from agent.evidence.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

@@ -46,9 +46,9 @@ from typing import Any
 import gpiozero
 from gpiozero.exc import GPIOZeroError
 
-from agent.controls.config import ButtonConfig, ControlsConfig
 from agent.errors import ConfigError
 from agent.workflow.events import Button, Press
+from firmware_config.controls import ButtonConfig, ControlsConfig
 
 log = logging.getLogger(__name__)
 

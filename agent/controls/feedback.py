@@ -65,9 +65,9 @@ from typing import Any
 import gpiozero
 from gpiozero.exc import GPIOZeroError
 
-from agent.controls.config import TABLE, ControlsConfig, FeedbackConfig
 from agent.errors import ConfigError
 from agent.workflow.events import Feedback, FeedbackEffect
+from firmware_config.controls import TABLE, ControlsConfig, FeedbackConfig
 
 log = logging.getLogger(__name__)
 

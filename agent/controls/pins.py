@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from agent.controls.config import PIN_FACTORIES, TABLE
 from agent.errors import ConfigError
+from firmware_config.controls import PIN_FACTORIES, TABLE
 
 ENV_VAR = "GPIOZERO_PIN_FACTORY"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import RecordFormatError, RefusedError, StoreError
-from agent.evidence import cases
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
+
+# The pure reading of the ledger (the officer in effect) is agent/evidence/officer.py, so that the workflow
+# reads it without loading the signing code; named here too, where the assignment's readers look for it.
+from agent.evidence.officer import ASSIGNMENT_KIND as ASSIGNMENT_KIND
+from agent.evidence.officer import DOCK as DOCK
+from agent.evidence.officer import OfficerState as OfficerState
+from agent.evidence.officer import is_assignment as is_assignment
+from agent.evidence.officer import officer_state as officer_state
+from agent.evidence.officer import open_case as open_case
 from agent.evidence.record import SignedRecord, officer_problem, parse_line
 from agent.evidence.signed_message import (
     COUNT,
@@ -47,9 +55,7 @@ from agent.evidence.store import StoreLayout
 
 ASSIGNMENT_VERSION = 1
 ASSIGNMENT_DOMAIN = b"bodycam/station/v1/assignment\x00"
-ASSIGNMENT_KIND = "officer-assigned"  # the event record's kind
 MAX_ASSIGNMENT_BYTES = 4 * 1024
-DOCK = "dock"
 _SERIAL = re.compile(r"[0-9a-f]{32}\Z")
 
 
@@ -112,55 +118,6 @@ def verify_assignment(signed: SignedAssignment, station_key: Ed25519PublicKey, d
     ASSIGNMENT_FORMAT.verify(SignedLine(a.body(), signed.payload, signed.signature), station_key, device,
                              what=f"officer assignment {a.serial[:8]} from station {a.station!r}",
                              signer="station key", then="; nothing recorded")
-
-
-# --- the officer in effect, from the ledger (pure) -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OfficerState:
-    """What the ledger's ``officer-assigned`` records say: the officer in effect (None: the config's default),
-    who assigned it, and the newest station assignment recorded (its issue time and serial)."""
-
-    officer: str | None = None
-    by: str = "config"
-    station_issued_wall_us: int = -1
-    station_serial: str = ""
-
-    def current(self, default: str) -> str:
-        return self.officer if self.officer is not None else default
-
-    def after(self, body: Mapping[str, Any]) -> OfficerState:
-        """This state after an ``officer-assigned`` record with ``body`` (a malformed one changes nothing)."""
-        officer, by = body.get("officer"), body.get("by")
-        if officer_problem(officer) is not None or not isinstance(by, str):
-            return self
-        assert isinstance(officer, str)
-        issued, serial = body.get("issued_wall_us"), body.get("serial")
-        if by != DOCK and isinstance(issued, int) and isinstance(serial, str):
-            if issued > self.station_issued_wall_us:
-                return OfficerState(officer, by, issued, serial)
-            return self  # recorded out of order: never happens on a device, and never goes backwards
-        return OfficerState(officer, by, self.station_issued_wall_us, self.station_serial)
-
-
-def is_assignment(record_type: str, body: Mapping[str, Any]) -> bool:
-    return record_type == "event" and body.get("kind") == ASSIGNMENT_KIND
-
-
-def officer_state(records: Iterable[tuple[str, Mapping[str, Any]]]) -> OfficerState:
-    """Fold the ledger's ``(record_type, body)`` pairs, oldest first, into the officer in effect."""
-    state = OfficerState()
-    for record_type, body in records:
-        if is_assignment(record_type, body):
-            state = state.after(body)
-    return state
-
-
-def open_case(records: Iterable[tuple[str, Mapping[str, Any]]]) -> str | None:
-    """The case id of a case opened and not closed in these records, or None."""
-    current = cases.open_case(list(records))
-    return None if current is None else current.case_id
 
 
 class Verdict(enum.Enum):

@@ -14,9 +14,10 @@ retention policy allows, and only with a signed ``purge`` record written before 
   record whose file still exists: the next purge run removes it without a second record.
 
 The pure functions read records in ledger order; the IO functions take the open :class:`Ledger` (one
-writer: the agent's, or :class:`DirectCustody`'s own when no agent runs). :class:`AgentCustody` asks the
-running agent over its control socket (ops ``receipt`` and ``purge``) to do the same on its ledger (with
-these functions, over an incremental view: :mod:`agent.evidence.custody_view`).
+writer: the agent's, or :class:`DirectCustody`'s own when no agent runs). The uploader's ``AgentCustody``
+(sync/uploader/custody_port.py) asks the running agent over its control socket (ops ``receipt`` and
+``purge``) to do the same on its ledger (with these functions, over an incremental view:
+:mod:`agent.evidence.custody_view`); the core knows nothing of the socket.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -40,9 +41,6 @@ from agent.evidence.fsutil import fsync_dir, sha256_file
 from agent.evidence.ledger import Ledger, open_without_agent
 from agent.evidence.record import SEGMENT_TYPES, SignedRecord
 from agent.evidence.store import StoreLayout, read_records
-
-if TYPE_CHECKING:
-    from firmware_config.device_config import SyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +121,18 @@ def acknowledged(records: Sequence[SignedRecord]) -> dict[str, int]:
     return result
 
 
+class RetentionSettings(Protocol):
+    """What the policy is made from: the device config's ``[sync]`` settings (firmware_config.device_config's
+    SyncSettings), named by shape so that the core imports no configuration."""
+
+    @property
+    def purge(self) -> bool: ...
+    @property
+    def keep_hours(self) -> float: ...
+    @property
+    def long_term_keep_days(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """``purge``: delete acknowledged segments at all. ``keep_hours``: acknowledged standard footage stays at
@@ -133,7 +143,7 @@ class RetentionPolicy:
     long_term_keep_days: float
 
     @classmethod
-    def from_settings(cls, settings: SyncSettings) -> RetentionPolicy:
+    def from_settings(cls, settings: RetentionSettings) -> RetentionPolicy:
         return cls(settings.purge, settings.keep_hours, settings.long_term_keep_days)
 
 
@@ -388,7 +398,7 @@ def receipt_text(record: SignedRecord | None, ack: Ack) -> str:
 class DirectCustody:
     """Custody with no agent running: opens the ledger (boot reason ``custody``) only when there is something
     to record or purge. While another process (the agent) holds the ledger's lock it raises LedgerBusyError:
-    go through :class:`AgentCustody`, or retry later."""
+    go through the agent (the uploader's ``AgentCustody``), or retry later."""
 
     def __init__(
         self, store: Path, key_path: Path, device_id: str, station_key: Ed25519PublicKey, policy: RetentionPolicy,
@@ -456,25 +466,3 @@ class DirectCustody:
             return []
         with self._ledger() as ledger:
             return run_purge(ledger, read_records(self.store), self.policy, now).purged
-
-
-# Errors the agent reports by name, raised again here as the same type.
-class AgentCustody:
-    """Custody through the running agent's control socket (ops ``receipt`` and ``purge``)."""
-
-    def __init__(self, socket_path: Path, timeout: float = 600.0) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout  # a purge after a long time offline fsyncs once per file
-
-    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
-        from agent.control_socket import call_op  # not at import: the trust core stays small
-
-        return call_op(self.socket_path, request, str(request["op"]), timeout=self.timeout)
-
-    def record_receipt(self, ack_line: bytes) -> str:
-        text = ack_line.rstrip(b"\n").decode("ascii", "replace")
-        return str(self._call({"op": "receipt", "ack": text})["outcome"])
-
-    def purge_acknowledged(self) -> list[str]:
-        purged = self._call({"op": "purge"})["purged"]
-        return [str(name) for name in purged] if isinstance(purged, list) else []

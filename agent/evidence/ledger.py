@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
 from agent.errors import EncodingError, LedgerBusyError, LedgerCorruptError, LedgerError, RecordFormatError
+from agent.evidence import __version__
 from agent.evidence.clock import Clock, SystemClock
 from agent.evidence.encoding import GENESIS_PREV, MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path, fsync_dir, sha256_file, write_file_durably

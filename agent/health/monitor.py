@@ -27,7 +27,6 @@ from typing import Any
 from agent.errors import BodycamError
 from agent.evidence.ledger import Ledger
 from agent.evidence.write_timer import WriteTimer
-from agent.health.config import HealthConfig
 from agent.health.report import Check, Metric
 from agent.health.reporter import Reporter
 from agent.health.selftest import ClockTrust, clock_trust, size_text
@@ -35,6 +34,7 @@ from agent.health.sensors import find_battery, read_battery_percent, read_temper
 from agent.recorder.storage import StorageState, StorageThresholds, free_bytes, storage_state
 from agent.sdnotify import Notifier
 from agent.workflow.events import Feedback, FeedbackEffect
+from firmware_config.health import HealthConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from firmware_config.settings import StorageThresholds as StorageThresholds  # the configuration's type
 
 
 class StorageState(enum.Enum):
     OK = "ok"
     LOW = "low"  # warn: LED pattern, health status, a ledger event
     FULL = "full"  # at the floor: stop recording cleanly with a signed storage-full record
-
-
-@dataclass(frozen=True)
-class StorageThresholds:
-    low_bytes: int = 512 * 1024 * 1024
-    floor_bytes: int = 64 * 1024 * 1024  # keeps room for the ledger records that close a recording
 
 
 def storage_state(free_bytes: int, thresholds: StorageThresholds) -> StorageState:

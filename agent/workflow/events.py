@@ -12,11 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class Button(enum.Enum):
-    RECORD = "record"
-    STAGE = "stage"
-    MARK = "mark"
+# The device's buttons are named in its configuration ([controls.buttons.*]); named here, as the machine's input.
+from firmware_config.settings import Button as Button
 
 
 @dataclass(frozen=True)

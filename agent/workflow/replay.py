@@ -11,10 +11,10 @@ from dataclasses import replace
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.evidence.assignment import officer_state
 from agent.evidence.cases import case_id_of, open_case
+from agent.evidence.officer import officer_state
+from agent.evidence.procedure import procedure_from_case_open
 from agent.workflow.events import Effect, Feedback, FeedbackEffect, RecordEffect, RecordingEffect
-from agent.workflow.procedure import procedure_from_case_open
 from agent.workflow.state import LONG_TERM, CaseState, WorkflowConfig, WorkflowState, close_body
 
 

@@ -5,68 +5,21 @@ See agent/workflow/machine.py for the transitions and agent/workflow/replay.py f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import ConfigError
-from agent.evidence.assignment import OfficerState
-from agent.evidence.encoding import is_integer
-from agent.evidence.record import DEVICE_ID_PATTERN, officer_problem
-from agent.workflow.procedure import Procedure, StageSpec
+from agent.evidence.officer import OfficerState
+from agent.evidence.procedure import Procedure, StageSpec
 
-DEFAULT_STOP_REASONS = (
-    "device fault",
-    "battery critical",
-    "party's privacy",
-    "legally restricted area",
-    "officer safety",
-    "case closed elsewhere",
-)
-MAX_STOP_REASONS = 9  # the reason number is beeped: more than nine beeps cannot be counted in the field
+# What the machine is configured with is the configuration's type (the device depends on its configuration);
+# named here, where the workflow's readers look for it.
+from firmware_config.settings import DEFAULT_STOP_REASONS as DEFAULT_STOP_REASONS
+from firmware_config.settings import MAX_STOP_REASONS as MAX_STOP_REASONS
+from firmware_config.settings import WorkflowConfig as WorkflowConfig
+
 MAX_TEXT_CHARS = 500  # free text from the control socket (reasons, notes)
 LONG_TERM = "long-term"
 FIELD_RETENTION_REASON = "flagged in the field"
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkflowConfig:
-    """What the machine needs to know; ``source`` names the config file in error messages."""
-
-    procedures: Mapping[str, Procedure]
-    device_id: str
-    officer_id: str
-    default_procedure: str = "inspection"
-    stop_reasons: tuple[str, ...] = DEFAULT_STOP_REASONS
-    reason_window_us: int = 15_000_000
-    source: str = "workflow config"
-
-    def __post_init__(self) -> None:
-        where = self.source
-        if not self.procedures:
-            raise ConfigError(f"{where}: key 'procedures': no procedure profiles loaded")
-        if self.default_procedure not in self.procedures:
-            known = ", ".join(sorted(self.procedures))
-            raise ConfigError(
-                f"{where}: key 'default_procedure': {self.default_procedure!r} is not a loaded procedure ({known})"
-            )
-        if not self.stop_reasons:
-            raise ConfigError(f"{where}: key 'stop_reasons': the list is empty; a stop needs reasons to choose")
-        if len(self.stop_reasons) > MAX_STOP_REASONS:
-            raise ConfigError(f"{where}: key 'stop_reasons': at most {MAX_STOP_REASONS} (each is counted in beeps)")
-        for number, reason in enumerate(self.stop_reasons, start=1):
-            if not isinstance(reason, str) or not reason.strip() or not reason.isprintable() or len(reason) > 100:
-                raise ConfigError(f"{where}: key 'stop_reasons[{number}]': must be printable text of 1-100 chars")
-        if len(set(self.stop_reasons)) != len(self.stop_reasons):
-            raise ConfigError(f"{where}: key 'stop_reasons': a reason appears twice")
-        if not is_integer(self.reason_window_us) or not (
-            1_000_000 <= self.reason_window_us <= 120_000_000
-        ):
-            raise ConfigError(f"{where}: key 'reason_window_us': must be 1 to 120 seconds in microseconds")
-        if not DEVICE_ID_PATTERN.match(self.device_id):
-            raise ConfigError(f"{where}: key 'device_id': {self.device_id!r} is not a valid device id")
-        if officer_problem(self.officer_id) is not None:
-            raise ConfigError(f"{where}: key 'officer_id': must be printable text of 1-64 characters")
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,9 @@ from agent.evidence.clock import SystemClock
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_device_key, load_or_create_device_key, public_key_from_hex, public_key_pem
 from agent.evidence.store import parse_records
+from agent.evidence.text import printable
 from agent.evidence.verify import Report, verify_lines
 from agent.timeline import case_timelines, render_timeline
-from agent.verify_cli import printable
 from firmware_config.profiles import load_profiles
 from firmware_config.station_config import MIB, StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command

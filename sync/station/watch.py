@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from agent.errors import RecordFormatError
 from agent.evidence.clock import Clock
+from agent.evidence.procedure import Procedure, procedure_from_case_open
 from agent.evidence.record import parse_line
-from agent.workflow.procedure import Procedure, procedure_from_case_open
 from firmware_config.station_config import StationConfig
 from sync.station.deadline import WorkingCalendar
 from sync.station.index import Index

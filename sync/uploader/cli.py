@@ -26,12 +26,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.cliargs import UsageParser
 from agent.errors import BodycamError, ConfigError
-from agent.evidence.custody import AgentCustody, Custody, DirectCustody, RetentionPolicy
+from agent.evidence.custody import Custody, DirectCustody, RetentionPolicy
 from agent.evidence.fsutil import display_path
 from agent.evidence.keys import load_public_key
 from agent.evidence.store import StoreLayout
 from firmware_config.device_config import DeviceConfig, load_device_config
-from sync.uploader.custody_port import CustodyChain
+from sync.uploader.custody_port import AgentCustody, CustodyChain
 from sync.uploader.runner import Uploader
 
 PROG = "bodycam-sync"

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent.errors import BodycamError, LedgerError, VerificationError
 from agent.evidence.ack import parse_ack
@@ -60,6 +60,28 @@ def first_that_works(ways: Sequence[tuple[str, Callable[[], T]]], what: str,
 def spool_folder(store: Path) -> Path:
     """``/var/lib/bodycam/store`` -> ``/var/lib/bodycam/store.sync-spool``."""
     return store.parent / f"{store.name}.sync-spool"
+
+
+class AgentCustody:
+    """Custody through the running agent's control socket (ops ``receipt`` and ``purge``); errors the agent
+    reports by name are raised again here as the same type (``call_op``)."""
+
+    def __init__(self, socket_path: Path, timeout: float = 600.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout  # a purge after a long time offline fsyncs once per file
+
+    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        from agent.control_socket import call_op  # as in assignment.py: only a device with an agent needs it
+
+        return call_op(self.socket_path, request, str(request["op"]), timeout=self.timeout)
+
+    def record_receipt(self, ack_line: bytes) -> str:
+        text = ack_line.rstrip(b"\n").decode("ascii", "replace")
+        return str(self._call({"op": "receipt", "ack": text})["outcome"])
+
+    def purge_acknowledged(self) -> list[str]:
+        purged = self._call({"op": "purge"})["purged"]
+        return [str(name) for name in purged] if isinstance(purged, list) else []
 
 
 class CustodyChain:

@@ -17,10 +17,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.controls.buttons import ButtonPanel
-from agent.controls.config import from_mapping, pin_label
 from agent.controls.feedback import FeedbackDriver
 from agent.errors import ConfigError
 from agent.workflow.events import Button
+from firmware_config.controls import from_mapping, pin_label
 from firmware_config.device_config import MIB, parse_device_config, prebuffer_need_bytes
 from firmware_config.hardware import hardware_names, hardware_profile_path, load_hardware_profile
 from firmware_config.toml_write import dumps

@@ -13,9 +13,9 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from agent.controls.buttons import ButtonPanel
-from agent.controls.config import ButtonConfig, ControlsConfig, FeedbackConfig
 from agent.controls.pins import ENV_VAR
 from agent.workflow.events import Button, Press
+from firmware_config.controls import ButtonConfig, ControlsConfig, FeedbackConfig
 
 # BCM pins of the test wiring. The mock board is a Pi 3B, whose GPIO2 and GPIO3 have fixed pull-ups: not used.
 PINS = {Button.RECORD: 17, Button.STAGE: 27, Button.MARK: 22}

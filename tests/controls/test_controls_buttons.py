@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from agent.controls.buttons import ButtonPanel
-from agent.controls.config import ButtonConfig, ControlsConfig, FeedbackConfig
 from agent.errors import ConfigError
 from agent.workflow.events import Button, Press
+from firmware_config.controls import ButtonConfig, ControlsConfig, FeedbackConfig
 
 SETTLE = 0.06  # longer than the 20 ms bounce window plus timer slack
 

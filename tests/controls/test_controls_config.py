@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.controls.config import ButtonConfig, ControlsConfig, FeedbackConfig, from_mapping, pin_label
 from agent.controls.pins import pin_factory
 from agent.errors import BodycamError, ConfigError
 from agent.workflow.events import Button
+from firmware_config.controls import ButtonConfig, ControlsConfig, FeedbackConfig, from_mapping, pin_label
 
 GOOD_TOML = """
 [controls]

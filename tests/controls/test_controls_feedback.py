@@ -20,10 +20,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.controls.buttons import ButtonPanel
-from agent.controls.config import ControlsConfig, FeedbackConfig
 from agent.controls.feedback import CUT_GAP_S, PATTERNS, QUEUE_LIMIT_S, Blink, FeedbackDriver, pattern_for
 from agent.errors import ConfigError
 from agent.workflow.events import Button, Feedback, FeedbackEffect, Press
+from firmware_config.controls import ControlsConfig, FeedbackConfig
 
 TOLERANCE_MS = 50  # thread wake-up jitter on a busy test machine (gpiozero's own tests allow 50 ms)
 START_BUDGET_S = 0.100  # the issue: every press gives feedback within 100 ms

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from agent.errors import ConfigError
-from agent.health.config import HealthConfig, from_mapping
 from firmware_config.device_config import load_device_config, parse_device_config
+from firmware_config.health import HealthConfig, from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 

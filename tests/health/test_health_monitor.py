@@ -14,7 +14,6 @@ from helpers import seeded_key, wait_for
 from agent.evidence.keys import DeviceKey
 from agent.evidence.ledger import Ledger
 from agent.evidence.store import read_records
-from agent.health.config import HealthConfig
 from agent.health.monitor import (
     HealthMonitor,
     Limits,
@@ -30,6 +29,7 @@ from agent.health.sensors import find_battery, read_battery_percent, read_temper
 from agent.recorder.storage import StorageThresholds
 from agent.sdnotify import Notifier
 from agent.workflow.events import Feedback, FeedbackEffect
+from firmware_config.health import HealthConfig
 
 DEVICE = "cam-0042"
 FPS = 30

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.workflow.procedure import Procedure, StageSpec
+from agent.evidence.procedure import Procedure, StageSpec
 from firmware_config.profiles import describe_profiles, load_profile, load_profiles, shipped_profiles_dir
 
 ROOT = Path(__file__).resolve().parents[2]

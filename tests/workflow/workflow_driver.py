@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.evidence.procedure import Procedure, StageSpec
 from agent.workflow.events import (
     Button,
     Effect,
@@ -17,7 +18,6 @@ from agent.workflow.events import (
     Tick,
 )
 from agent.workflow.machine import step
-from agent.workflow.procedure import Procedure, StageSpec
 from agent.workflow.state import WorkflowConfig, WorkflowState
 from firmware_config.profiles import load_profiles
 

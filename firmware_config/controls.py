@@ -37,7 +37,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 from agent.evidence.encoding import has_type, is_integer
-from agent.workflow.events import Button
+from firmware_config.settings import Button
 
 Pin = int | str
 
