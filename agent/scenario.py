@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.evidence.encoding import is_number
 from agent.evidence.fsutil import display_path
 from agent.workflow.events import Button
-from firmware_config.toml_file import read_toml
+from firmware_config.toml_file import Keys, Problem, check_table, read_toml, short_words, unknown_keys
 
 PRESS_SECONDS = 0.15  # a short press: well past debounce, well short of the hold time
 MAX_SECONDS = 3600.0
@@ -53,56 +52,68 @@ def load_scenario(path: Path) -> Scenario:
     return parse_scenario(read_toml(path, source), source)
 
 
+# The declarations (firmware_config.toml_file), keys in sorted order: "allowed: ..." lists them so.
+_TOP_KEYS = ("press", "scenario")
+_SCENARIO_KEYS: Keys = {"name": (str, ...), "seconds": ((int, float), ...)}
+# Any button value passes the declaration (bool named too: has_type takes a bool only where bool is named);
+# the Button lookup below refuses what is not a button's name.
+_PRESS_KEYS: Keys = {
+    "at": ((int, float), ...), "button": ((object, bool), None), "hold": ((int, float), PRESS_SECONDS),
+}
+_WORDS = {str: "must be a non-empty string", (int, float): "must be a number"}
+
+
 def parse_scenario(data: dict[str, Any], source: str) -> Scenario:
-    _only(data, {"scenario", "press"}, source, "")
+    _refuse(source, unknown_keys(data, _TOP_KEYS))
     head = data.get("scenario")
     if not isinstance(head, dict):
         raise ConfigError(f"{source}: key 'scenario': a [scenario] table is required")
-    _only(head, {"name", "seconds"}, source, "scenario.")
-    name = head.get("name")
-    if not isinstance(name, str) or not name.strip():
+    values = _checked(head, _SCENARIO_KEYS, source, "scenario.", {"scenario.seconds": (1.0, MAX_SECONDS)})
+    if not values["name"].strip():
         raise ConfigError(f"{source}: key 'scenario.name': must be a non-empty string")
-    seconds = _number(head.get("seconds"), source, "scenario.seconds", 1.0, MAX_SECONDS)
-    presses = []
+    seconds = float(values["seconds"])
     raw = data.get("press", [])
     if not isinstance(raw, list):
         raise ConfigError(f"{source}: key 'press': must be an array of tables ([[press]])")
-    for index, entry in enumerate(raw):
-        where = f"press[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{source}: key '{where}': must be a table")
-        _only(entry, {"at", "button", "hold"}, source, f"{where}.")
-        at = _number(entry.get("at"), source, f"{where}.at", 0.0, seconds)
-        button_name = entry.get("button")
-        try:
-            button = Button(button_name)
-        except ValueError:
-            valid = ", ".join(b.value for b in Button)
-            raise ConfigError(f"{source}: key '{where}.button': {button_name!r} is not one of {valid}") from None
-        hold = PRESS_SECONDS if "hold" not in entry else _number(entry["hold"], source, f"{where}.hold", 0.05, 30.0)
-        if at + hold > seconds:
-            raise ConfigError(f"{source}: key '{where}': the press ends after scenario.seconds ({seconds})")
-        presses.append(ScriptedPress(at, button, hold))
+    presses = [_press(entry, f"press[{index}]", seconds, source) for index, entry in enumerate(raw)]
     ordered = sorted(presses, key=lambda p: p.at)
     for before, after in pairwise(ordered):
         if after.at < before.at + before.hold:
             raise ConfigError(f"{source}: key 'press': the press at {after.at} s starts before the one at "
                               f"{before.at} s is released")
-    return Scenario(name.strip(), seconds, tuple(ordered))
+    return Scenario(values["name"].strip(), seconds, tuple(ordered))
 
 
-def _only(table: dict[str, Any], allowed: set[str], source: str, prefix: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(f"{source}: key '{prefix}{unknown[0]}': unknown key (allowed: {', '.join(sorted(allowed))})")
+def _press(entry: object, where: str, seconds: float, source: str) -> ScriptedPress:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: key '{where}': must be a table")
+    ranges = {f"{where}.at": (0.0, seconds), f"{where}.hold": (0.05, 30.0)}
+    values = _checked(entry, _PRESS_KEYS, source, f"{where}.", ranges)
+    try:
+        button = Button(values["button"])
+    except ValueError:
+        valid = ", ".join(b.value for b in Button)
+        raise ConfigError(f"{source}: key '{where}.button': {values['button']!r} is not one of {valid}") from None
+    at, hold = float(values["at"]), float(values["hold"])
+    if at + hold > seconds:
+        raise ConfigError(f"{source}: key '{where}': the press ends after scenario.seconds ({seconds})")
+    return ScriptedPress(at, button, hold)
 
 
-def _number(value: object, source: str, key: str, low: float, high: float) -> float:
-    if not is_number(value):
-        raise ConfigError(f"{source}: key '{key}': must be a number")
-    if not low <= value <= high:
-        raise ConfigError(f"{source}: key '{key}': {value} is outside {low}..{high}")
-    return float(value)
+def _checked(table: dict[str, Any], keys: Keys, source: str, prefix: str,
+             ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    values, problems = check_table(table, keys, prefix, ranges)
+    _refuse(source, problems)
+    return values
+
+
+def _refuse(source: str, problems: list[Problem]) -> None:
+    """The first problem, in the scenario files' wording."""
+    if not problems:
+        return
+    problem = problems[0]
+    wording = _WORDS[problem.kind] if problem.what in ("missing", "type") else short_words(problem)
+    raise ConfigError(f"{source}: key '{problem.key}': {wording}")
 
 
 def play(scenario: Scenario, pins: dict[Button, Any], sleep_until: Any = None) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.evidence.encoding import has_type, is_integer
 from firmware_config.settings import Button
+from firmware_config.toml_file import short_words, unknown_keys
 
 Pin = int | str
 
@@ -259,9 +260,13 @@ def _message(found: list[tuple[str, str]], source: str | None) -> str:
     return "; ".join(f"{where}key '{key}': {problem}" for key, problem in found)
 
 
+# The declared keys of each table (firmware_config.toml_file.unknown_keys refuses the others); their types and
+# ranges are ButtonConfig.problems and FeedbackConfig.problems, which a config built in code passes through too.
 _BUTTON_KEYS = ("pin", "pull_up", "bounce_ms", "hold_ms")
 _FEEDBACK_KEYS = ("led_pin", "buzzer_pin", "rgb_pins")
 _TOP_KEYS = ("buttons", "feedback", "pin_factory")
+
+Found = list[tuple[str, str]]
 
 
 def from_mapping(data: Mapping[str, Any], source: str) -> ControlsConfig:
@@ -270,64 +275,13 @@ def from_mapping(data: Mapping[str, Any], source: str) -> ControlsConfig:
     Unknown keys, missing keys, wrong types and every ``validate`` problem raise ConfigError; the message names
     ``source``, the dotted key (``controls.buttons.record.pin``) and the problem.
     """
-    found: list[tuple[str, str]] = []
-
-    def unknown(table: Mapping[str, Any], prefix: str, allowed: tuple[str, ...]) -> None:
-        for key in table:
-            if key not in allowed:
-                found.append((f"{prefix}.{key}", f"unknown key (allowed: {', '.join(allowed)})"))
-
-    def table_at(parent: Mapping[str, Any], key: str, prefix: str) -> Mapping[str, Any] | None:
-        value = parent.get(key)
-        if value is None:
-            found.append((f"{prefix}.{key}", "missing"))
-            return None
-        if not isinstance(value, Mapping):
-            found.append((f"{prefix}.{key}", f"must be a table, not {_kind(value)}"))
-            return None
-        return value
-
     if not isinstance(data, Mapping):
         raise ConfigError(_message([(TABLE, f"must be a table, not {_kind(data)}")], source))
-    unknown(data, TABLE, _TOP_KEYS)
-
-    buttons: list[ButtonConfig] = []
-    button_tables = table_at(data, "buttons", TABLE)
-    if button_tables is not None:
-        known = {b.value: b for b in Button}
-        for name, table in button_tables.items():
-            key = f"{TABLE}.buttons.{name}"
-            if name not in known:
-                found.append((key, f"unknown button name {name!r} (known: {', '.join(known)})"))
-                continue
-            if not isinstance(table, Mapping):
-                found.append((key, f"must be a table, not {_kind(table)}"))
-                continue
-            unknown(table, key, _BUTTON_KEYS)
-            if "pin" not in table:
-                found.append((f"{key}.pin", "missing"))
-                continue
-            options = {k: table[k] for k in _BUTTON_KEYS if k in table}
-            buttons.append(ButtonConfig(name=known[name], **options))
-
-    feedback: FeedbackConfig | None = None
-    feedback_table = table_at(data, "feedback", TABLE)
-    if feedback_table is not None:
-        key = f"{TABLE}.feedback"
-        unknown(feedback_table, key, _FEEDBACK_KEYS)
-        rgb = feedback_table.get("rgb_pins")
-        if rgb is not None and not (isinstance(rgb, list | tuple) and len(rgb) == 3):
-            found.append((f"{key}.rgb_pins", "must list exactly three pins: red, green, blue"))
-            rgb = None
-        if "buzzer_pin" not in feedback_table:
-            found.append((f"{key}.buzzer_pin", "missing"))
-        else:
-            feedback = FeedbackConfig(
-                led_pin=feedback_table.get("led_pin"),
-                buzzer_pin=feedback_table["buzzer_pin"],
-                rgb_pins=(rgb[0], rgb[1], rgb[2]) if rgb is not None else None,
-            )
-
+    found = _unknown(data, TABLE, _TOP_KEYS)
+    button_tables = _table_at(data, "buttons", found)
+    buttons = _buttons_from(button_tables, found) if button_tables is not None else []
+    feedback_table = _table_at(data, "feedback", found)
+    feedback = _feedback_from(feedback_table, found) if feedback_table is not None else None
     factory = data.get("pin_factory")
     found.extend(_factory_problems(factory))
     # Buttons dropped above (unknown name, no pin) are reported once, not again as missing.
@@ -344,3 +298,55 @@ def from_mapping(data: Mapping[str, Any], source: str) -> ControlsConfig:
         raise ConfigError(_message(found, source))
     assert feedback is not None  # a missing feedback table or buzzer_pin was reported above
     return ControlsConfig(buttons=tuple(buttons), feedback=feedback, pin_factory=factory)
+
+
+def _unknown(table: Mapping[str, Any], prefix: str, allowed: tuple[str, ...]) -> Found:
+    return [(p.key, short_words(p)) for p in unknown_keys(table, allowed, f"{prefix}.", in_order=True)]
+
+
+def _table_at(parent: Mapping[str, Any], key: str, found: Found) -> Mapping[str, Any] | None:
+    value = parent.get(key)
+    if value is None:
+        found.append((f"{TABLE}.{key}", "missing"))
+        return None
+    if not isinstance(value, Mapping):
+        found.append((f"{TABLE}.{key}", f"must be a table, not {_kind(value)}"))
+        return None
+    return value
+
+
+def _buttons_from(tables: Mapping[str, Any], found: Found) -> list[ButtonConfig]:
+    buttons: list[ButtonConfig] = []
+    known = {b.value: b for b in Button}
+    for name, table in tables.items():
+        key = f"{TABLE}.buttons.{name}"
+        if name not in known:
+            found.append((key, f"unknown button name {name!r} (known: {', '.join(known)})"))
+            continue
+        if not isinstance(table, Mapping):
+            found.append((key, f"must be a table, not {_kind(table)}"))
+            continue
+        found.extend(_unknown(table, key, _BUTTON_KEYS))
+        if "pin" not in table:
+            found.append((f"{key}.pin", "missing"))
+            continue
+        options = {k: table[k] for k in _BUTTON_KEYS if k in table}
+        buttons.append(ButtonConfig(name=known[name], **options))
+    return buttons
+
+
+def _feedback_from(table: Mapping[str, Any], found: Found) -> FeedbackConfig | None:
+    key = f"{TABLE}.feedback"
+    found.extend(_unknown(table, key, _FEEDBACK_KEYS))
+    rgb = table.get("rgb_pins")
+    if rgb is not None and not (isinstance(rgb, list | tuple) and len(rgb) == 3):
+        found.append((f"{key}.rgb_pins", "must list exactly three pins: red, green, blue"))
+        rgb = None
+    if "buzzer_pin" not in table:
+        found.append((f"{key}.buzzer_pin", "missing"))
+        return None
+    return FeedbackConfig(
+        led_pin=table.get("led_pin"),
+        buzzer_pin=table["buzzer_pin"],
+        rgb_pins=(rgb[0], rgb[1], rgb[2]) if rgb is not None else None,
+    )

@@ -28,6 +28,7 @@ from agent.errors import ConfigError
 from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
 from agent.evidence.fsutil import display_path
 from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
+from agent.evidence.procedure import Procedure
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_OFFICER_CHARS, officer_problem
 from firmware_config.controls import ControlsConfig
 from firmware_config.controls import from_mapping as controls_from_mapping
@@ -198,34 +199,10 @@ def load_device_config(path: Path) -> DeviceConfig:
 def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
     values = typed_tables(data, _SCHEMA, _RANGES, source, other_tables=("controls", "health"))
     device, camera, recorder, workflow = values["device"], values["camera"], values["recorder"], values["workflow"]
-    if not DEVICE_ID_PATTERN.match(device["id"]):
-        raise refusal(source, "device.id", device["id"], "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-    fingerprint = device["enrolled_fingerprint"]
-    if fingerprint and not is_hex64(fingerprint):
-        raise refusal(source, "device.enrolled_fingerprint", fingerprint,
-                      'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment')
-    if camera["backend"] not in CAMERA_BACKENDS:
-        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(CAMERA_BACKENDS)}")
-    for side in ("width", "height"):
-        if camera[side] % 2:  # the encoder's yuv420p halves each side for the colour planes
-            raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
-    reasons = workflow["stop_reasons"]
-    _check_stop_reasons(reasons, source)
-    _check_officer(device["officer"], source)
-    for key, value in (("device.store", device["store"]), ("device.key", device["key"]),
-                       ("control_socket.path", values["control_socket"]["path"])):
-        if not value.strip() or not value.isprintable():  # an empty path would be the working directory
-            raise refusal(source, key, value, "non-empty printable text")
+    _field_checks(values, source)
     _cross_checks(values, source)
-    profiles_dir = Path(workflow["profiles"]) if workflow["profiles"] else None
-    try:
-        procedures = load_profiles(profiles_dir)
-    except ConfigError as exc:  # names the profile file and its key; say which setting pointed there
-        raise refusal(source, "workflow.profiles", workflow["profiles"],
-                      f"a folder of valid procedure profiles ({exc})") from None
-    if workflow["default_procedure"] not in procedures:
-        raise refusal(source, "workflow.default_procedure", workflow["default_procedure"],
-                      f"a loaded procedure ({', '.join(sorted(procedures))})")
+    procedures = _procedures(workflow, source)
+    reasons = workflow["stop_reasons"]
     settings = CameraSettings(
         width=camera["width"], height=camera["height"], fps=camera["fps"], bitrate=camera["bitrate"],
         keyframe_interval=camera["fps"], device_id=device["id"], officer_id=device["officer"],
@@ -256,9 +233,44 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
         socket_path=Path(values["control_socket"]["path"]),
         socket_group=values["control_socket"]["group"],
         sync=_sync_settings(values["sync"], source),
-        enrolled_fingerprint=fingerprint,
+        enrolled_fingerprint=device["enrolled_fingerprint"],
         health=health_from_mapping(data["health"], source) if "health" in data else HealthConfig(),
     )
+
+
+def _field_checks(values: dict[str, dict[str, Any]], source: str) -> None:
+    """Each setting on its own, beyond its declared type and range."""
+    device, camera, workflow = values["device"], values["camera"], values["workflow"]
+    if not DEVICE_ID_PATTERN.match(device["id"]):
+        raise refusal(source, "device.id", device["id"], "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    fingerprint = device["enrolled_fingerprint"]
+    if fingerprint and not is_hex64(fingerprint):
+        raise refusal(source, "device.enrolled_fingerprint", fingerprint,
+                      'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment')
+    if camera["backend"] not in CAMERA_BACKENDS:
+        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(CAMERA_BACKENDS)}")
+    for side in ("width", "height"):
+        if camera[side] % 2:  # the encoder's yuv420p halves each side for the colour planes
+            raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
+    _check_stop_reasons(workflow["stop_reasons"], source)
+    _check_officer(device["officer"], source)
+    for key, value in (("device.store", device["store"]), ("device.key", device["key"]),
+                       ("control_socket.path", values["control_socket"]["path"])):
+        if not value.strip() or not value.isprintable():  # an empty path would be the working directory
+            raise refusal(source, key, value, "non-empty printable text")
+
+
+def _procedures(workflow: dict[str, Any], source: str) -> dict[str, Procedure]:
+    profiles_dir = Path(workflow["profiles"]) if workflow["profiles"] else None
+    try:
+        procedures = load_profiles(profiles_dir)
+    except ConfigError as exc:  # names the profile file and its key; say which setting pointed there
+        raise refusal(source, "workflow.profiles", workflow["profiles"],
+                      f"a folder of valid procedure profiles ({exc})") from None
+    if workflow["default_procedure"] not in procedures:
+        raise refusal(source, "workflow.default_procedure", workflow["default_procedure"],
+                      f"a loaded procedure ({', '.join(sorted(procedures))})")
+    return procedures
 
 
 def _check_officer(officer: str, source: str) -> None:

@@ -18,26 +18,25 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.evidence.fsutil import display_path
 from agent.evidence.procedure import SLUG_PATTERN, Procedure, StageSpec
-from firmware_config.toml_file import read_toml
+from firmware_config.toml_file import Keys, check_table, read_toml, short_words, value_words
 
 PROFILE_SUFFIX = ".toml"
 MAX_TITLE_CHARS = 200
 
-# key -> (type, required). bool is checked before int everywhere: TOML has real booleans.
-_PROFILE_KEYS: dict[str, tuple[type, bool]] = {
-    "name": (str, True),
-    "title": (str, True),
-    "basis": (str, False),  # the rule's articles the profile implements, for people
-    "continuous_recording": (bool, True),
-    "stages": (list, True),
+# The declarations (firmware_config.toml_file): key -> (type, default); ... is required.
+_PROFILE_KEYS: Keys = {
+    "name": (str, ...),
+    "title": (str, ...),
+    "basis": (str, None),  # the rule's articles the profile implements, for people
+    "continuous_recording": (bool, ...),
+    "stages": (list, ...),
 }
-_STAGE_KEYS: dict[str, tuple[type, bool]] = {
-    "name": (str, True),
-    "title": (str, True),
-    "required": (bool, True),
-    "needs_recording": (bool, True),
+_STAGE_KEYS: Keys = {
+    "name": (str, ...),
+    "title": (str, ...),
+    "required": (bool, ...),
+    "needs_recording": (bool, ...),
 }
-_TYPE_WORDS = {str: "a string", bool: "true or false", list: "an array of tables ([[stages]])", dict: "a table"}
 
 
 def shipped_profiles_dir() -> Traversable:
@@ -92,7 +91,7 @@ def parse_profile(data: Mapping[str, Any], source: str, expected_name: str | Non
     for number, table in enumerate(stage_tables, start=1):
         key = f"stages[{number}]"
         if not isinstance(table, dict):
-            raise ConfigError(f"profile {source}: key '{key}': must be a table ([[stages]]), not {_kind(table)}")
+            raise ConfigError(f"profile {source}: key '{key}': must be a table ([[stages]]), not {value_words(table)}")
         _check_keys(table, _STAGE_KEYS, source, prefix=f"{key}.")
         stage_name = table["name"]
         _check_slug(stage_name, source, f"{key}.name")
@@ -124,22 +123,11 @@ def describe_profiles(procedures: Mapping[str, Procedure]) -> Iterable[str]:
             yield f"  {number}. {stage.name}: {stage.title}" + (f" [{flags}]" if flags else "")
 
 
-def _check_keys(table: Mapping[str, Any], schema: dict[str, tuple[type, bool]], source: str, prefix: str) -> None:
-    for key in table:
-        if key not in schema:
-            allowed = ", ".join(schema)
-            raise ConfigError(f"profile {source}: key '{prefix}{key}': unknown key (allowed: {allowed})")
-    for key, (kind, required) in schema.items():
-        if key not in table:
-            if required:
-                raise ConfigError(f"profile {source}: key '{prefix}{key}': missing")
-            continue
-        value = table[key]
-        # bool is a subclass of int in Python, but no schema field takes an int, so isinstance is exact here.
-        if not isinstance(value, kind):
-            raise ConfigError(
-                f"profile {source}: key '{prefix}{key}': must be {_TYPE_WORDS[kind]}, not {_kind(value)}"
-            )
+def _check_keys(table: Mapping[str, Any], keys: Keys, source: str, prefix: str) -> None:
+    _, problems = check_table(table, keys, prefix, in_order=True)  # the first unknown key in the file
+    if problems:
+        wording = short_words(problems[0], {list: "an array of tables ([[stages]])"})
+        raise ConfigError(f"profile {source}: key '{problems[0].key}': {wording}")
 
 
 def _check_slug(value: str, source: str, key: str) -> None:
@@ -155,12 +143,6 @@ def _check_title(value: str, source: str, key: str) -> None:
         raise ConfigError(
             f"profile {source}: key '{key}': must be printable text of 1 to {MAX_TITLE_CHARS} characters"
         )
-
-
-def _kind(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "a table"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _display(path: Path | Traversable) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,6 @@ def read_toml(path: Path | Traversable, label: str) -> dict[str, Any]:
         raise ConfigError(f"{label}: is not valid TOML ({exc})") from None
 
 
-# table -> key -> (type or types, default); a default of ... means the key is required
-Schema = dict[str, dict[str, tuple[type | tuple[type, ...], Any]]]
-
 _TYPE_WORDS: dict[type, str] = {
     str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "an array", dict: "a table",
 }
@@ -52,6 +51,12 @@ def toml_value(value: object) -> str:
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
 
 
+Keys = dict[str, tuple[type | tuple[type, ...], Any]]
+"""One table's declaration: key -> (type or types, default); a default of ... means the key is required."""
+Schema = dict[str, Keys]
+"""A config file's declaration: table -> its Keys."""
+
+
 def refusal(source: str, key: str, value: object, expected: str) -> ConfigError:
     """The one shape of every refused setting: ``FILE: key 'dotted.key': value VALUE: expected ...``."""
     return ConfigError(f"{source}: key '{key}': value {toml_value(value)}: expected {expected}")
@@ -63,6 +68,64 @@ def type_words(kind: type | tuple[type, ...]) -> str:
     if set(kinds) == {int, float}:
         return "a number"
     return " or ".join(_TYPE_WORDS.get(k, k.__name__) for k in kinds)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One key a declaration refuses, before it is worded: the readers word it in their own message shape."""
+
+    key: str  # the dotted key
+    what: str  # "unknown", "missing", "type" or "range"
+    value: object = None
+    kind: type | tuple[type, ...] = object  # the declared type ("missing", "type")
+    allowed: tuple[str, ...] = ()  # the declared keys ("unknown")
+    bounds: tuple[float, float] = (0, 0)  # ("range")
+
+    def actual(self) -> str:
+        """What the value is: "a boolean", "an integer", "a string" ..."""
+        return value_words(self.value)
+
+
+def unknown_keys(raw: Mapping[str, Any], allowed: Iterable[str], prefix: str = "", in_order: bool = False,
+                 ) -> list[Problem]:
+    """A Problem for every key of ``raw`` not in ``allowed``, sorted (``in_order``: as in the file); ``prefix``
+    ends in a dot."""
+    known = tuple(allowed)
+    keys = [key for key in raw if key not in known]
+    return [Problem(f"{prefix}{key}", "unknown", raw[key], allowed=known) for key in (keys if in_order else
+                                                                                      sorted(keys))]
+
+
+def check_table(
+    raw: Mapping[str, Any], keys: Keys, prefix: str = "", ranges: Mapping[str, tuple[float, float]] | None = None,
+    in_order: bool = False,
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The declared keys of one table with defaults filled in, and every problem: unknown keys first, then each
+    declared key in order (missing, wrong type: a TOML boolean is never taken for a number, out of ``ranges``,
+    which maps a dotted key to inclusive bounds). A key with a problem is left out of the values."""
+    problems = unknown_keys(raw, keys, prefix, in_order)
+    values: dict[str, Any] = {}
+    for key, (kind, default) in keys.items():
+        dotted = f"{prefix}{key}"
+        if key not in raw:
+            if default is ...:
+                problems.append(Problem(dotted, "missing", kind=kind))
+            else:
+                values[key] = default
+            continue
+        value = raw[key]
+        if not has_type(value, kind):
+            problems.append(Problem(dotted, "type", value, kind=kind))
+        elif ranges and dotted in ranges and is_number(value) and not ranges[dotted][0] <= value <= ranges[dotted][1]:
+            problems.append(Problem(dotted, "range", value, kind=kind, bounds=ranges[dotted]))
+        else:
+            values[key] = value
+    return values, problems
+
+
+def value_words(value: object) -> str:
+    """What a parsed value is: "a boolean", "an integer", "a string", "an array" ..."""
+    return "a boolean" if isinstance(value, bool) else type_words(type(value))
 
 
 def typed_tables(
@@ -81,31 +144,40 @@ def typed_tables(
     return {table: _typed_table(data.get(table, {}), table, schema[table], ranges, source) for table in schema}
 
 
-def _typed_table(raw: object, table: str, keys: dict[str, tuple[type | tuple[type, ...], Any]],
-                 ranges: dict[str, tuple[float, float]], source: str) -> dict[str, Any]:
+def _typed_table(raw: object, table: str, keys: Keys, ranges: dict[str, tuple[float, float]],
+                 source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise refusal(source, table, raw, f"a table ([{table}])")
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise ConfigError(f"{source}: key '{table}.{unknown[0]}': unknown key: expected one of {', '.join(keys)}")
-    result: dict[str, Any] = {}
-    for key, (kind, default) in keys.items():
-        dotted = f"{table}.{key}"
-        if key not in raw:
-            if default is ...:
-                raise ConfigError(f"{source}: key '{dotted}': missing: expected {type_words(kind)}")
-            result[key] = default
-            continue
-        value = raw[key]
-        if not has_type(value, kind):
-            actual = "a boolean" if isinstance(value, bool) else type_words(type(value))
-            raise refusal(source, dotted, value, f"{type_words(kind)}, not {actual}")
-        if dotted in ranges and is_number(value):
-            low, high = ranges[dotted]
-            if not low <= value <= high:
-                raise refusal(source, dotted, value, f"{_number(low)}..{_number(high)}")
-        result[key] = value
-    return result
+    values, problems = check_table(raw, keys, f"{table}.", ranges)
+    if problems:
+        raise expected_refusal(source, problems[0])
+    return values
+
+
+def expected_refusal(source: str, problem: Problem) -> ConfigError:
+    """``problem`` in the one message shape, ``FILE: key 'a.b': value V: expected ...``."""
+    if problem.what == "unknown":
+        return ConfigError(f"{source}: key '{problem.key}': unknown key: expected one of {', '.join(problem.allowed)}")
+    if problem.what == "missing":
+        return ConfigError(f"{source}: key '{problem.key}': missing: expected {type_words(problem.kind)}")
+    if problem.what == "range":
+        low, high = problem.bounds
+        return refusal(source, problem.key, problem.value, f"{_number(low)}..{_number(high)}")
+    return refusal(source, problem.key, problem.value, f"{type_words(problem.kind)}, not {problem.actual()}")
+
+
+def short_words(problem: Problem, kind_words: Mapping[type | tuple[type, ...], str] | None = None) -> str:
+    """``problem`` in the older, shorter wording the profile, scenario and ``[controls]`` messages keep (their
+    tests pin it): ``unknown key (allowed: a, b)``, ``missing``, ``must be X, not Y``, ``V is outside L..H``.
+    ``kind_words`` words a declared type otherwise than ``type_words`` does."""
+    if problem.what == "unknown":
+        return f"unknown key (allowed: {', '.join(problem.allowed)})"
+    if problem.what == "missing":
+        return "missing"
+    if problem.what == "range":
+        return f"{problem.value} is outside {problem.bounds[0]}..{problem.bounds[1]}"
+    expected = (kind_words or {}).get(problem.kind) or type_words(problem.kind)
+    return f"must be {expected}, not {problem.actual()}"
 
 
 def _number(bound: float) -> str:
