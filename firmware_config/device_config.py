@@ -20,12 +20,13 @@ that would not fit the memory budget. docs/configuration.md lists every key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.evidence.encoding import MAX_LINE_BYTES, is_hex64
+from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.limits import DEFAULT_MAX_PACKET_BYTES, MAX_CHUNK_HEADER_BYTES, PUBLISH_OVERHEAD_BYTES
 from agent.evidence.procedure import Procedure
@@ -43,7 +44,7 @@ from firmware_config.settings import (
     StorageThresholds,
     WorkflowConfig,
 )
-from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
+from firmware_config.toml_file import PRINTABLE, Schema, Text, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -130,6 +131,15 @@ _RANGES: dict[str, tuple[float, float]] = {
     "sync.long_term_keep_days": (0, 100_000),
 }
 
+_TEXTS: dict[str, Text] = {
+    "device.id": Text("a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}", pattern=DEVICE_ID_PATTERN),
+    "device.enrolled_fingerprint": Text(
+        'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment',
+        pattern=re.compile(r"(?:[0-9a-f]{64})?\Z"),
+    ),
+    "camera.backend": Text(choices=CAMERA_BACKENDS),
+}
+
 
 @dataclass(frozen=True)
 class SyncSettings:
@@ -197,7 +207,7 @@ def load_device_config(path: Path) -> DeviceConfig:
 
 
 def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
-    values = typed_tables(data, _SCHEMA, _RANGES, source, other_tables=("controls", "health"))
+    values = typed_tables(data, _SCHEMA, _RANGES, source, other_tables=("controls", "health"), texts=_TEXTS)
     device, camera, recorder, workflow = values["device"], values["camera"], values["recorder"], values["workflow"]
     _field_checks(values, source)
     _cross_checks(values, source)
@@ -241,14 +251,6 @@ def parse_device_config(data: dict[str, Any], source: str) -> DeviceConfig:
 def _field_checks(values: dict[str, dict[str, Any]], source: str) -> None:
     """Each setting on its own, beyond its declared type and range."""
     device, camera, workflow = values["device"], values["camera"], values["workflow"]
-    if not DEVICE_ID_PATTERN.match(device["id"]):
-        raise refusal(source, "device.id", device["id"], "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-    fingerprint = device["enrolled_fingerprint"]
-    if fingerprint and not is_hex64(fingerprint):
-        raise refusal(source, "device.enrolled_fingerprint", fingerprint,
-                      'the device key\'s SHA-256 fingerprint (64 lowercase hex digits), or "" before enrollment')
-    if camera["backend"] not in CAMERA_BACKENDS:
-        raise refusal(source, "camera.backend", camera["backend"], f"one of {', '.join(CAMERA_BACKENDS)}")
     for side in ("width", "height"):
         if camera[side] % 2:  # the encoder's yuv420p halves each side for the colour planes
             raise refusal(source, f"camera.{side}", camera[side], "an even number of pixels (H.264 in yuv420p)")
@@ -256,8 +258,8 @@ def _field_checks(values: dict[str, dict[str, Any]], source: str) -> None:
     _check_officer(device["officer"], source)
     for key, value in (("device.store", device["store"]), ("device.key", device["key"]),
                        ("control_socket.path", values["control_socket"]["path"])):
-        if not value.strip() or not value.isprintable():  # an empty path would be the working directory
-            raise refusal(source, key, value, "non-empty printable text")
+        if not PRINTABLE.accepts(value):  # checked after the stop reasons and the officer, as always
+            raise refusal(source, key, value, PRINTABLE.words())
 
 
 def _procedures(workflow: dict[str, Any], source: str) -> dict[str, Procedure]:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_FILE_BYTES
-from firmware_config.toml_file import Schema, read_toml, refusal, typed_tables
+from firmware_config.toml_file import PRINTABLE, Schema, Text, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -153,6 +153,13 @@ class StationConfig:
     def index_path(self) -> Path:
         return self.data / "index.sqlite"
 
+_TEXTS: dict[str, Text] = {
+    # The id rides in every acknowledgement (at most 64 characters there); keep it to a plain name.
+    "station.id": Text("a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}", pattern=DEVICE_ID_PATTERN),
+    # An empty path would be the working directory; an empty host or client id cannot connect.
+    "station.data": PRINTABLE, "station.key": PRINTABLE, "broker.host": PRINTABLE, "broker.client_id": PRINTABLE,
+}
+
 
 def load_station_config(path: Path) -> StationConfig:
     source = display_path(path)
@@ -160,16 +167,8 @@ def load_station_config(path: Path) -> StationConfig:
 
 
 def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
-    values = typed_tables(data, _SCHEMA, _RANGES, source)
+    values = typed_tables(data, _SCHEMA, _RANGES, source, texts=_TEXTS)
     station, broker, limits = values["station"], values["broker"], values["limits"]
-    if not DEVICE_ID_PATTERN.match(station["id"]):
-        # The id rides in every acknowledgement (at most 64 characters there); keep it to a plain name.
-        raise refusal(source, "station.id", station["id"], "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-    for dotted, value in (("station.data", station["data"]), ("station.key", station["key"]),
-                          ("broker.host", broker["host"]), ("broker.client_id", broker["client_id"])):
-        # An empty path would be the working directory; an empty host or client id cannot connect.
-        if not value.strip() or not value.isprintable():
-            raise refusal(source, dotted, value, "non-empty printable text")
     tls: dict[str, Path | None] = {}
     for name in ("ca", "cert", "key"):
         if broker[name] and not broker[name].isprintable():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,30 @@ Keys = dict[str, tuple[type | tuple[type, ...], Any]]
 """One table's declaration: key -> (type or types, default); a default of ... means the key is required."""
 Schema = dict[str, Keys]
 """A config file's declaration: table -> its Keys."""
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string setting's rule beyond its type: a pattern it matches (anchored by the pattern's own ``\\Z``),
+    one of ``choices``, or ``printable``: non-empty printable text (an empty path is the working directory)."""
+
+    expected: str = ""  # the words after "expected"; for choices, "one of A, B" when empty
+    pattern: re.Pattern[str] | None = None
+    choices: tuple[str, ...] = ()
+    printable: bool = False
+
+    def accepts(self, value: str) -> bool:
+        if self.pattern is not None and not self.pattern.match(value):
+            return False
+        if self.choices and value not in self.choices:
+            return False
+        return not self.printable or bool(value.strip() and value.isprintable())
+
+    def words(self) -> str:
+        return self.expected or f"one of {', '.join(self.choices)}"
+
+
+PRINTABLE = Text("non-empty printable text", printable=True)
 
 
 def refusal(source: str, key: str, value: object, expected: str) -> ConfigError:
@@ -130,18 +155,24 @@ def value_words(value: object) -> str:
 
 def typed_tables(
     data: dict[str, Any], schema: Schema, ranges: dict[str, tuple[float, float]], source: str,
-    other_tables: tuple[str, ...] = (),
+    other_tables: tuple[str, ...] = (), texts: Mapping[str, Text] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every table of ``schema`` from a parsed config file, with defaults filled in.
 
     Refuses (ConfigError naming the file and the dotted key) unknown tables (``other_tables`` are read
     elsewhere), unknown keys, missing required keys, wrong types (a TOML boolean is never taken for a
-    number) and numbers outside ``ranges`` (dotted key -> inclusive bounds)."""
+    number), numbers outside ``ranges`` (dotted key -> inclusive bounds) and then, once every table is
+    typed, strings ``texts`` (dotted key -> Text, checked in that order) does not accept."""
     known = [*schema, *other_tables]
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{source}: key '{unknown[0]}': unknown table: expected one of {', '.join(known)}")
-    return {table: _typed_table(data.get(table, {}), table, schema[table], ranges, source) for table in schema}
+    values = {table: _typed_table(data.get(table, {}), table, schema[table], ranges, source) for table in schema}
+    for dotted, rule in (texts or {}).items():
+        table, key = dotted.split(".", 1)
+        if not rule.accepts(values[table][key]):
+            raise refusal(source, dotted, values[table][key], rule.words())
+    return values
 
 
 def _typed_table(raw: object, table: str, keys: Keys, ranges: dict[str, tuple[float, float]],
