@@ -44,7 +44,7 @@ from firmware_config.settings import (
     StorageThresholds,
     WorkflowConfig,
 )
-from firmware_config.toml_file import PRINTABLE, Schema, Text, read_toml, refusal, typed_tables
+from firmware_config.toml_file import FILE_PATH, PRINTABLE, Schema, Text, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -341,8 +341,8 @@ def _sync_settings(sync: dict[str, Any], source: str) -> SyncSettings:
     paths: dict[str, Path | None] = {}
     for name in ("ca", "cert", "key", "station_key"):
         value = sync[name]
-        if value and not value.isprintable():
-            raise refusal(source, f"sync.{name}", value, "printable text (a file path)")
+        if not FILE_PATH.accepts(value):
+            raise refusal(source, f"sync.{name}", value, FILE_PATH.words())
         paths[name] = Path(value) if value else None
     if sync["broker_host"] and not all(paths.values()):
         missing = next(name for name, path in paths.items() if path is None)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware_config.toml_file import Schema, refusal, typed_tables
+from firmware_config.toml_file import Schema, Text, typed_tables
 
 TABLE = "health"
 
@@ -78,7 +78,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     f"{TABLE}.max_temperature_c": (20, 150),
     f"{TABLE}.min_battery_percent": (0, 100),
 }
-_REQUIRED_PATHS = ("report_path",)
+_OPTIONAL_PATH = Text("a path of printable characters", printable=True, empty=True)  # "": not used
+_TEXTS: dict[str, Text] = {
+    f"{TABLE}.report_path": Text("a non-empty path of printable characters", printable=True),
+    **{f"{TABLE}.{key}": _OPTIONAL_PATH for key in ("clock_sync_marker", "rtc_path", "temperature_path",
+                                                    "battery_path")},
+}
 
 
 @dataclass(frozen=True)
@@ -102,12 +107,7 @@ class HealthConfig:
 
 def from_mapping(table: Mapping[str, Any], source: str) -> HealthConfig:
     """A checked HealthConfig from the ``[health]`` table of the config file ``source``."""
-    values = typed_tables({TABLE: table}, _SCHEMA, _RANGES, source)[TABLE]
-    for key in ("report_path", "clock_sync_marker", "rtc_path", "temperature_path", "battery_path"):
-        value = values[key]
-        if (key in _REQUIRED_PATHS and not value.strip()) or not value.isprintable():
-            empty = "a non-empty" if key in _REQUIRED_PATHS else "a"
-            raise refusal(source, f"{TABLE}.{key}", value, f"{empty} path of printable characters")
+    values = typed_tables({TABLE: table}, _SCHEMA, _RANGES, source, texts=_TEXTS)[TABLE]
     return HealthConfig(
         report_path=Path(values["report_path"]),
         report_seconds=float(values["report_seconds"]),

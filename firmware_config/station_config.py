@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent.evidence.encoding import MAX_LINE_BYTES
 from agent.evidence.fsutil import display_path
 from agent.evidence.record import DEVICE_ID_PATTERN, MAX_FILE_BYTES
-from firmware_config.toml_file import PRINTABLE, Schema, Text, read_toml, refusal, typed_tables
+from firmware_config.toml_file import FILE_PATH, PRINTABLE, Schema, Text, read_toml, refusal, typed_tables
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -158,6 +158,7 @@ _TEXTS: dict[str, Text] = {
     "station.id": Text("a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}", pattern=DEVICE_ID_PATTERN),
     # An empty path would be the working directory; an empty host or client id cannot connect.
     "station.data": PRINTABLE, "station.key": PRINTABLE, "broker.host": PRINTABLE, "broker.client_id": PRINTABLE,
+    **{f"broker.{name}": FILE_PATH for name in ("ca", "cert", "key")},
 }
 
 
@@ -169,11 +170,7 @@ def load_station_config(path: Path) -> StationConfig:
 def parse_station_config(data: dict[str, Any], source: str) -> StationConfig:
     values = typed_tables(data, _SCHEMA, _RANGES, source, texts=_TEXTS)
     station, broker, limits = values["station"], values["broker"], values["limits"]
-    tls: dict[str, Path | None] = {}
-    for name in ("ca", "cert", "key"):
-        if broker[name] and not broker[name].isprintable():
-            raise refusal(source, f"broker.{name}", broker[name], "printable text (a file path)")
-        tls[name] = Path(broker[name]) if broker[name] else None
+    tls = {name: Path(broker[name]) if broker[name] else None for name in ("ca", "cert", "key")}
     given = [name for name, path in tls.items() if path is not None]
     if given and len(given) < len(tls):
         # A half-configured TLS client would only fail later, at serve; the three files belong together.

@@ -61,25 +61,28 @@ Schema = dict[str, Keys]
 @dataclass(frozen=True)
 class Text:
     """A string setting's rule beyond its type: a pattern it matches (anchored by the pattern's own ``\\Z``),
-    one of ``choices``, or ``printable``: non-empty printable text (an empty path is the working directory)."""
+    one of ``choices``, or ``printable``: non-empty printable text (an empty path is the working directory),
+    or with ``empty`` printable text that may be empty (a setting left unused)."""
 
     expected: str = ""  # the words after "expected"; for choices, "one of A, B" when empty
     pattern: re.Pattern[str] | None = None
     choices: tuple[str, ...] = ()
     printable: bool = False
+    empty: bool = False
 
     def accepts(self, value: str) -> bool:
         if self.pattern is not None and not self.pattern.match(value):
             return False
         if self.choices and value not in self.choices:
             return False
-        return not self.printable or bool(value.strip() and value.isprintable())
+        return not self.printable or (value.isprintable() and (self.empty or bool(value.strip())))
 
     def words(self) -> str:
         return self.expected or f"one of {', '.join(self.choices)}"
 
 
 PRINTABLE = Text("non-empty printable text", printable=True)
+FILE_PATH = Text("printable text (a file path)", printable=True, empty=True)  # "": no file
 
 
 def refusal(source: str, key: str, value: object, expected: str) -> ConfigError:
