@@ -144,9 +144,11 @@ def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
     try:
         receiver = Receiver.open(config=config, store=store, index=index, ack_key=load_or_create_device_key(config.key),
                                  clock=SystemClock(), faults=faults)
-        overdue = overdue_task(OverdueCheck(config, index, store, load_profiles()), receiver.clock,
+        overdue = overdue_task(OverdueCheck(config=config, index=index, store=store, profiles=load_profiles()),
+                               receiver.clock,
                                config.overdue.check_interval_seconds)
-        scrubber = Scrubber(store, index, receiver.problems, config.scrub.slice_mib * MIB)
+        scrubber = Scrubber(store=store, index=index, problems=receiver.problems,
+                            slice_bytes=config.scrub.slice_mib * MIB)
         schedule = ScrubSchedule(scrubber, config.scrub.interval_seconds)
         stop = threading.Event()
 
@@ -157,7 +159,8 @@ def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
         try:
-            return StationService(config, receiver, client, [overdue], idle=schedule.tick).run(stop)
+            return StationService(config=config, receiver=receiver, client=client, periodic=[overdue],
+                                  idle=schedule.tick).run(stop)
         finally:
             scrubber.close()
     finally:
@@ -219,7 +222,8 @@ def _problems(config: StationConfig, args: argparse.Namespace) -> int:
 def _check_now(config: StationConfig, index: Index) -> CheckResult:
     """The overdue check, as serve runs it on its timer: a station without a receiver running still reports."""
     store = open_store(config.data)
-    return OverdueCheck(config, index, store, load_profiles()).run(SystemClock().now().wall_us)
+    return OverdueCheck(config=config, index=index, store=store,
+                        profiles=load_profiles()).run(SystemClock().now().wall_us)
 
 
 def _timeline(config: StationConfig, args: argparse.Namespace) -> int:
@@ -257,7 +261,8 @@ def _scrub(config: StationConfig, args: argparse.Namespace) -> int:
     # it add its problems to the index while the receiver writes.
     index = _open_index(config)
     try:
-        scrubber = Scrubber(open_store(config.data), index, ProblemLog(index, SystemClock()), 8 * MIB)
+        scrubber = Scrubber(store=open_store(config.data), index=index, problems=ProblemLog(index, SystemClock()),
+                            slice_bytes=8 * MIB)
         try:
             summary = scrubber.run()
         finally:

@@ -117,7 +117,7 @@ class IntakeLimits:
 
 
 class RecordIntake:
-    def __init__(self, store: LedgerCopies, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
+    def __init__(self, *, store: LedgerCopies, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
                  clock: Clock, limits: IntakeLimits) -> None:
         self._store = store
         self._index = index
