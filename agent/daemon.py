@@ -74,10 +74,11 @@ def run_daemon(
         stack.callback(feedback.close)
         presses = _PressRoute()  # presses before the device exists are ignored, as when the panel opened after it
         buttons = stack.enter_context(ExitStack())  # closed once: before the system stop, or here on a failure
-        buttons.callback(_named(config, ButtonPanel, config.controls, presses, pin_factory=factory).close)
-        startup = StartUp(config, notifier, feedback.show, feedback.wait_idle)
+        panel = _named(config, ButtonPanel, config=config.controls, on_press=presses, pin_factory=factory)
+        buttons.callback(panel.close)
+        startup = StartUp(config=config, notifier=notifier, show=feedback.show, wait_feedback=feedback.wait_idle)
         ledger, session, reporter = _self_test(stack, startup, camera, camera_error)
-        device = Device(ledger, session, config.workflow, show=feedback.show,
+        device = Device(ledger=ledger, session=session, config=config.workflow, show=feedback.show,
                         set_recording_indicator=feedback.set_recording)
         server = ControlServer(path=config.socket_path, group=config.socket_group, handle=device.command,
                                status=device.status, custody=custody_handler(ledger, config.sync),
@@ -111,7 +112,8 @@ def _self_test(stack: ExitStack, startup: StartUp, camera: Camera | None,
     ledger = stack.enter_context(startup.open_ledger())
     if ledger is not None and camera is not None:  # before the self-test arms it: no frame names another
         camera.set_officer(officer_in_store(config.store, config.officer_id))
-    session = RecordingSession(ledger, camera, _segmenter_settings(config)) if ledger and camera else None
+    session = RecordingSession(ledger=ledger, camera=camera,
+                               settings=_segmenter_settings(config)) if ledger and camera else None
     try:
         startup.check_camera(camera, session)
         reporter = startup.finish(ledger)  # SelfTestError unless it passed
@@ -186,7 +188,7 @@ def custody_handler(ledger: Ledger, sync: SyncSettings) -> CustodyHandler:
         station_key = load_public_key(sync.station_key)
         with lock:
             if not made:
-                made.append(LedgerCustody(ledger, station_key, policy))
+                made.append(LedgerCustody(ledger=ledger, station_key=station_key, policy=policy))
             custody = made[0]
             custody.station_key = station_key
             if op == "receipt":
@@ -199,7 +201,7 @@ def custody_handler(ledger: Ledger, sync: SyncSettings) -> CustodyHandler:
     return handle
 
 
-def _named(config: DeviceConfig, make: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+def _named(config: DeviceConfig, make: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
     """``make(*args, **kwargs)``; a ConfigError from it (naming the key) also names the config file."""
     try:
         return make(*args, **kwargs)

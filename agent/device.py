@@ -65,7 +65,7 @@ class Device:
 
     def __init__(
         self,
-        ledger: Ledger,
+        *, ledger: Ledger,
         session: RecordingSession,
         config: WorkflowConfig,
         show: Callable[[FeedbackEffect], None] = lambda _effect: None,

@@ -72,7 +72,8 @@ def record(
     with Ledger.open(store, key, settings.device_id, clock, boot_reason=boot_reason) as ledger:
         assert ledger.boot_record is not None  # open() always writes one
         first_seq = ledger.boot_record.seq
-        session = RecordingSession(ledger, camera, segmenter_settings_for(settings, segment_seconds, prebuffer_seconds))
+        session = RecordingSession(
+            ledger=ledger, camera=camera, settings=segmenter_settings_for(settings, segment_seconds, prebuffer_seconds))
         try:
             session.arm()
             session.start("recording run")
@@ -155,10 +156,12 @@ def simulate_scenario(
         assert ledger.boot_record is not None  # open() always writes one
         first_seq = ledger.boot_record.seq
         camera = SyntheticCamera(settings, realtime=True)
-        session = RecordingSession(ledger, camera, segmenter_settings_for(settings, segment_seconds, prebuffer_seconds))
+        session = RecordingSession(
+            ledger=ledger, camera=camera, settings=segmenter_settings_for(settings, segment_seconds, prebuffer_seconds))
         feedback = FeedbackDriver(controls, pin_factory=factory).start()
-        device = Device(ledger, session, config, show=feedback.show, set_recording_indicator=feedback.set_recording)
-        panel = ButtonPanel(controls, device.press, pin_factory=factory)
+        device = Device(ledger=ledger, session=session, config=config, show=feedback.show,
+                        set_recording_indicator=feedback.set_recording)
+        panel = ButtonPanel(config=controls, on_press=device.press, pin_factory=factory)
         try:
             device.start()
             ledger.append("event", {"kind": "scenario", "name": scenario.name})

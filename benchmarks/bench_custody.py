@@ -124,7 +124,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     disagreements: list[str] = []
     with Ledger.open(old_store, key, DEVICE_ID, boot_reason="bench") as old, \
             Ledger.open(new_store, key, DEVICE_ID, boot_reason="bench") as new:
-        custody = LedgerCustody(new, station.public_key, POLICY)
+        custody = LedgerCustody(ledger=new, station_key=station.public_key, policy=POLICY)
         recorders = (Recorder(old), Recorder(new))
         lines_at_start = old.head[0]
 

@@ -125,10 +125,11 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
         ledger.append = timed_append  # type: ignore[method-assign]
         camera = SyntheticCamera(settings, realtime=True)
-        session = RecordingSession(ledger, camera, segmenter_settings_for(settings, 10.0, 0.0))
+        session = RecordingSession(ledger=ledger, camera=camera, settings=segmenter_settings_for(settings, 10.0, 0.0))
         feedback = FeedbackDriver(controls, pin_factory=factory)
-        device = Device(ledger, session, config, show=feedback.show, set_recording_indicator=feedback.set_recording)
-        panel = ButtonPanel(controls, device.press, pin_factory=factory)
+        device = Device(ledger=ledger, session=session, config=config, show=feedback.show,
+                        set_recording_indicator=feedback.set_recording)
+        panel = ButtonPanel(config=controls, on_press=device.press, pin_factory=factory)
         durable_ns: list[int] = []
         feedback_ns: list[int] = []
         missing_feedback = 0

@@ -279,7 +279,8 @@ def child_main(config_path: Path) -> int:
     store = Path(config["store"])
     with Ledger.open(store, key, settings.device_id, boot_reason="benchmark") as ledger:
         session = RecordingSession(
-            ledger, camera, segmenter_settings_for(settings, config["segment_seconds"], config["prebuffer"])
+            ledger=ledger, camera=camera, settings=segmenter_settings_for(settings, config["segment_seconds"],
+                                                                          config["prebuffer"])
         )
         probe = OutputProbe(session.segmenter, fps, config["prebuffer"])
         rss["before_arm"] = memory_sample()

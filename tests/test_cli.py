@@ -28,7 +28,7 @@ from agent.evidence.store import read_records
 from agent.evidence.verify import verify_store
 from firmware_config import provision_cli
 from sync import cli as sync_cli
-from sync.broker import create_ca, issue_certificate, write_pem_files
+from sync.broker_certs import create_ca, issue_certificate, write_pem_files
 
 BIN = Path(sys.executable).parent
 DEVICE = "cli-dev-01"

@@ -103,8 +103,9 @@ def test_agent_custody_records_a_receipt_and_purges_through_the_daemon(
     assert "not recorded" in agent.record_receipt(make_ack(daemon.store, []).to_line())
 
     # While the agent runs, the uploader cannot open the ledger itself.
-    direct = DirectCustody(daemon.store, tmp_path / "identity" / "device.key", DEVICE, STATION.public_key,
-                           RetentionPolicy(True, 0, 30))
+    direct = DirectCustody(store=daemon.store, key_path=tmp_path / "identity" / "device.key", device_id=DEVICE,
+                           station_key=STATION.public_key,
+                           policy=RetentionPolicy(True, 0, 30))
     with pytest.raises(LedgerBusyError, match="control socket"):
         direct.record_receipt(make_ack(daemon.store, files[2:3]).to_line())
     code, _ = daemon.terminate()

@@ -1,6 +1,6 @@
 """The three push buttons, read through gpiozero, reported as ``Press`` events.
 
-``ButtonPanel(config, on_press, clock=time.monotonic_ns, pin_factory=None)`` opens one gpiozero ``Button`` per
+``ButtonPanel(config=, on_press=, clock=time.monotonic_ns, pin_factory=None)`` opens one gpiozero ``Button`` per
 configured button and calls ``on_press(Press(button, long, at_us))`` once per press:
 
 - **Short press**: reported when the button is released before ``hold_ms``; ``at_us`` is the release time.
@@ -74,7 +74,7 @@ class ButtonPanel:
 
     def __init__(
         self,
-        config: ControlsConfig,
+        *, config: ControlsConfig,
         on_press: Callable[[Press], None],
         clock: Callable[[], int] = time.monotonic_ns,
         pin_factory: Any = None,

@@ -401,7 +401,7 @@ class DirectCustody:
     go through the agent (the uploader's ``AgentCustody``), or retry later."""
 
     def __init__(
-        self, store: Path, key_path: Path, device_id: str, station_key: Ed25519PublicKey, policy: RetentionPolicy,
+        self, *, store: Path, key_path: Path, device_id: str, station_key: Ed25519PublicKey, policy: RetentionPolicy,
         clock: Clock | None = None,
     ) -> None:
         self.store = store

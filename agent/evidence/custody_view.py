@@ -159,7 +159,7 @@ class LedgerCustody:
     (the first op reads the ledger in full). ``station_key`` may be replaced between ops (the daemon
     re-reads its key file at every op)."""
 
-    def __init__(self, ledger: Ledger, station_key: Ed25519PublicKey, policy: RetentionPolicy) -> None:
+    def __init__(self, *, ledger: Ledger, station_key: Ed25519PublicKey, policy: RetentionPolicy) -> None:
         self.ledger = ledger
         self.station_key = station_key
         self.policy = policy

@@ -55,7 +55,7 @@ class _Scan:
 class Ledger:
     """A device's ledger, open for appending. One writer at a time (an exclusive lock on the file)."""
 
-    def __init__(self, layout: StoreLayout, key: DeviceKey, device_id: str, clock: Clock, fd: int) -> None:
+    def __init__(self, *, layout: StoreLayout, key: DeviceKey, device_id: str, clock: Clock, fd: int) -> None:
         self.layout = layout
         self.key = key
         self.device_id = device_id
@@ -97,7 +97,7 @@ class Ledger:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise LedgerBusyError(f"ledger {name}: in use by another process") from None
             raise LedgerError(f"ledger {name}: cannot lock ({exc.strerror})") from None
-        ledger = cls(layout, key, device_id, clock or SystemClock(), fd)
+        ledger = cls(layout=layout, key=key, device_id=device_id, clock=clock or SystemClock(), fd=fd)
         try:
             if created:
                 fsync_dir(layout.root)

@@ -405,11 +405,7 @@ def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: i
                    _label(name), purged.line, routine=True)
     gone = {name for name in chain.purged if name not in kept} if excuse_purged else set()
     live = {name: c for name, c in chain.segments.items() if name not in gone}
-    for name, checkpoints in chain.checkpoints.items():
-        if name not in chain.segments:
-            first = checkpoints[0]
-            chain.problem("segment left open: checkpoints but no closing record (a crash not yet recovered)",
-                          first.seq, _label(name), first.line)
+    _note_left_open(chain)
     names = sorted(set(live) | {c.name for c in chain.recoveries} | (set(chain.checkpoints) - gone))
     whole = {c.name: c for c in chain.recoveries} | live
 
@@ -450,6 +446,12 @@ def check_files(chain: ChainVerifier, path_of: Callable[[str], Path], workers: i
             chain.problem("sha256 mismatch", claim.seq, label, claim.line)
     chain.report.segments = len(live)
     chain.report.segment_bytes = sum(c.size for c in live.values())
+
+
+def _note_left_open(chain: ChainVerifier) -> None:
+    for name, first in ((name, marks[0]) for name, marks in chain.checkpoints.items() if name not in chain.segments):
+        chain.problem("segment left open: checkpoints but no closing record (a crash not yet recovered)",
+                      first.seq, _label(name), first.line)
 
 
 def check_unclaimed(chain: ChainVerifier, layout: StoreLayout) -> None:

@@ -30,7 +30,7 @@ def one_line(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 class Reporter:
     """Signs and writes this device's health reports to ``path``; ``last`` is the newest one written."""
 
-    def __init__(self, path: Path, key: DeviceKey, device: str, boot: str, clock: Clock | None = None) -> None:
+    def __init__(self, *, path: Path, key: DeviceKey, device: str, boot: str, clock: Clock | None = None) -> None:
         self.path = path
         self.key = key
         self.device = device

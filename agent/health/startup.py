@@ -53,7 +53,7 @@ class StartUp:
 
     def __init__(
         self,
-        config: DeviceConfig,
+        *, config: DeviceConfig,
         notifier: Notifier | None = None,
         show: Callable[[FeedbackEffect], None] | None = None,
         wait_feedback: Callable[[float], object] | None = None,
@@ -141,8 +141,8 @@ class StartUp:
         reporter = None
         if self.key is not None:
             boot = ledger.boot_record.record.boot if ledger is not None and ledger.boot_record else None
-            reporter = Reporter(self.health.report_path, self.key, self.config.device_id,
-                                boot or SystemClock().boot_id)
+            reporter = Reporter(path=self.health.report_path, key=self.key, device=self.config.device_id,
+                                boot=boot or SystemClock().boot_id)
             reporter.publish("ok" if result.passed else "failed", result.summary, result.checks,
                              self.clock.trusted)
         if result.passed:
@@ -162,7 +162,7 @@ class StartUp:
 def run_selftest(config: DeviceConfig) -> SelfTestResult:
     """The technician's self-test (``bodycam-agent selftest``): the start checks, creating and recording
     nothing. Run it with the agent stopped (the camera is then free) and as the agent's user."""
-    startup = StartUp(config, create=False)
+    startup = StartUp(config=config, create=False)
     camera: Camera | None = None
     options: dict[str, Any] = {"source": config.camera_source} if config.camera_backend == "opencv" else {}
     try:

@@ -79,7 +79,7 @@ class Segmenter:
 
     def __init__(
         self,
-        ledger: Ledger,
+        *, ledger: Ledger,
         settings: SegmenterSettings,
         origin_mono_us: Callable[[], int | None] | None = None,
         on_storage: Callable[[StorageState], None] | None = None,

@@ -25,12 +25,13 @@ class StopResult:
 
 
 class RecordingSession:
-    def __init__(self, ledger: Ledger, camera: Camera, settings: SegmenterSettings) -> None:
+    def __init__(self, *, ledger: Ledger, camera: Camera, settings: SegmenterSettings) -> None:
         self.ledger = ledger
         self.camera = camera
         self.storage_state = StorageState.OK
         self.segmenter = Segmenter(
-            ledger, settings, origin_mono_us=lambda: camera.origin_mono_us, on_storage=self._storage_changed
+            ledger=ledger, settings=settings, origin_mono_us=lambda: camera.origin_mono_us,
+            on_storage=self._storage_changed,
         )
         self._armed = False
 

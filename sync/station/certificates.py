@@ -19,7 +19,8 @@ from cryptography.x509.oid import NameOID
 
 from agent.errors import ConfigError, KeyFileError
 from agent.evidence.fsutil import display_path, write_file_durably
-from sync.broker import CRL_FILE, crl_pem, crl_serials, read_ca, write_if_changed
+from sync.broker import CRL_FILE, read_ca, write_if_changed
+from sync.broker_certs import crl_pem, crl_serials
 
 ISSUED = "issued"
 

@@ -49,7 +49,7 @@ from firmware_config.profiles import load_profiles
 from firmware_config.station_config import MIB, StationConfig, load_station_config
 from sync.station.assign import ASSIGN_COMMANDS, add_assign_command
 from sync.station.faults import FaultPoints
-from sync.station.index import Index, SqliteIndex, technician_index
+from sync.station.index import Index, open_index, technician_index
 from sync.station.problems import ProblemLog
 from sync.station.provisioning import PROVISIONING_COMMANDS, add_provisioning_commands, station_init
 from sync.station.report import check_dict, device_statuses, enroll_device, render_check, render_problems, render_status
@@ -128,7 +128,7 @@ def _broker_setup(args: argparse.Namespace) -> int:
 def _open_index(config: StationConfig, create: bool = False) -> Index:
     if not create and not config.index_path.exists():
         raise UsageError(f"station data {display_path(config.data)}: no index yet (run add-device or serve first)")
-    return SqliteIndex(config.index_path)
+    return open_index(config.index_path)
 
 
 def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
@@ -140,13 +140,15 @@ def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
     client = make_client(config)  # first: a config without TLS files is refused before anything is touched
     store = open_store(config.data)
     store.lock()
-    index = SqliteIndex(config.index_path)
+    index = open_index(config.index_path)
     try:
         receiver = Receiver.open(config=config, store=store, index=index, ack_key=load_or_create_device_key(config.key),
                                  clock=SystemClock(), faults=faults)
-        overdue = overdue_task(OverdueCheck(config, index, store, load_profiles()), receiver.clock,
+        overdue = overdue_task(OverdueCheck(config=config, index=index, store=store, profiles=load_profiles()),
+                               receiver.clock,
                                config.overdue.check_interval_seconds)
-        scrubber = Scrubber(store, index, receiver.problems, config.scrub.slice_mib * MIB)
+        scrubber = Scrubber(store=store, index=index, problems=receiver.problems,
+                            slice_bytes=config.scrub.slice_mib * MIB)
         schedule = ScrubSchedule(scrubber, config.scrub.interval_seconds)
         stop = threading.Event()
 
@@ -157,7 +159,8 @@ def serve(config: StationConfig, *, faults: FaultPoints | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
         try:
-            return StationService(config, receiver, client, [overdue], idle=schedule.tick).run(stop)
+            return StationService(config=config, receiver=receiver, client=client, periodic=[overdue],
+                                  idle=schedule.tick).run(stop)
         finally:
             scrubber.close()
     finally:
@@ -219,7 +222,8 @@ def _problems(config: StationConfig, args: argparse.Namespace) -> int:
 def _check_now(config: StationConfig, index: Index) -> CheckResult:
     """The overdue check, as serve runs it on its timer: a station without a receiver running still reports."""
     store = open_store(config.data)
-    return OverdueCheck(config, index, store, load_profiles()).run(SystemClock().now().wall_us)
+    return OverdueCheck(config=config, index=index, store=store,
+                        profiles=load_profiles()).run(SystemClock().now().wall_us)
 
 
 def _timeline(config: StationConfig, args: argparse.Namespace) -> int:
@@ -257,7 +261,8 @@ def _scrub(config: StationConfig, args: argparse.Namespace) -> int:
     # it add its problems to the index while the receiver writes.
     index = _open_index(config)
     try:
-        scrubber = Scrubber(open_store(config.data), index, ProblemLog(index, SystemClock()), 8 * MIB)
+        scrubber = Scrubber(store=open_store(config.data), index=index, problems=ProblemLog(index, SystemClock()),
+                            slice_bytes=8 * MIB)
         try:
             summary = scrubber.run()
         finally:

@@ -22,11 +22,16 @@ from sync.station.index_sqlite_chain import SESSION_COUNTERS, CaseRows, ChainRow
 from sync.station.index_sqlite_files import FileRows
 from sync.station.index_sqlite_problems import AssignmentRows, HealthRows, ProblemRows
 
-__all__ = ["SCHEMA_VERSION", "SESSION_COUNTERS", "Index", "SqliteIndex", "technician_index"]
+__all__ = ["SCHEMA_VERSION", "SESSION_COUNTERS", "Index", "SqliteIndex", "open_index", "technician_index"]
 
 
 class SqliteIndex(DeviceRows, SessionRows, ChainRows, CaseRows, FileRows, ProblemRows, HealthRows, AssignmentRows):
     """The index in one SQLite file. Not thread-safe by design: one connection, used by one thread."""
+
+
+def open_index(path: Path) -> Index:
+    """The station's index (the SQLite backend; issue 19 adds PostgreSQL's), migrated to the current schema."""
+    return SqliteIndex(path)
 
 
 @contextmanager

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
+from agent.evidence.cases import cases_in
 from agent.evidence.encoding import GENESIS_PREV
 from agent.evidence.record import SEGMENT_TYPES
 from sync.station.index_sqlite_base import SqliteBase
@@ -107,8 +108,10 @@ class ChainRows(SqliteBase):
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(c.device, c.name, c.sha256, c.size, c.seq, c.type, c.wall_us) for c in claims],
             )
-            for case in cases:
-                _apply_case(db, case)
+            for device in dict.fromkeys(case.device for case in cases):
+                known = [row[0] for row in db.execute("SELECT case_id FROM cases WHERE device=?", (device,))]
+                for case, opens in case_updates(known, [case for case in cases if case.device == device]):
+                    _apply_case(db, case, opens=opens)
 
     def claim(self, device: str, name: str) -> Claim | None:
         row = self._one("SELECT device, name, sha256, size, seq, type, wall_us FROM claims WHERE device=? AND name=?",
@@ -152,18 +155,29 @@ def _case_row(device: str, case_id: str, procedure: str, opened_seq: int, closed
     )
 
 
-def _apply_case(db: sqlite3.Connection, case: CaseUpdate) -> None:
+def case_updates(known: Collection[str], updates: Sequence[CaseUpdate]) -> list[tuple[CaseUpdate, bool]]:
+    """Those of one device's updates (in ledger order) that are about a case by agent/evidence/cases.py's rule,
+    in that order, each with whether it opens its case; ``known``: the cases the records stored before opened.
+
+    Those come first, as their opens, so a record naming one of them belongs to it and a second open of it
+    does not open it again; a record naming a case opened before the records the station holds is about no
+    case (the timeline says so)."""
+    records = [("case-open", {"case_id": case_id}) for case_id in known]
+    records += [(update.type, {"case_id": update.case_id}) for update in updates]  # the update names its case
+    first = len(known)
+    found = [(position, case.opened) for case in cases_in(records) for position in case.positions
+             if position >= first]
+    return [(updates[position - first], position == opened) for position, opened in sorted(found)]
+
+
+def _apply_case(db: sqlite3.Connection, case: CaseUpdate, *, opens: bool) -> None:
     body = case.body
-    if case.type == "case-open":
-        db.execute("INSERT OR IGNORE INTO cases (device, case_id, procedure, opened_seq) VALUES (?, ?, ?, ?)",
+    if opens:
+        db.execute("INSERT INTO cases (device, case_id, procedure, opened_seq) VALUES (?, ?, ?, ?)",
                    (case.device, case.case_id, str(body.get("procedure", "")), case.seq))
-        return
-    row = db.execute("SELECT stages FROM cases WHERE device=? AND case_id=?", (case.device, case.case_id))
-    found = row.fetchone()
-    if found is None:
-        return  # about a case opened before the records the station holds (the timeline says so)
-    if case.type == "stage":
-        stages = json.loads(found[0])
+    elif case.type == "stage":
+        found = db.execute("SELECT stages FROM cases WHERE device=? AND case_id=?", (case.device, case.case_id))
+        stages = json.loads(found.fetchone()[0])
         stages.append({"stage": body.get("stage"), "status": body.get("status"), "seq": case.seq})
         db.execute("UPDATE cases SET stages=? WHERE device=? AND case_id=?",
                    (json.dumps(stages), case.device, case.case_id))

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from agent.errors import RecordFormatError, StoreError
+from agent.evidence.cases import case_id_of
 from agent.evidence.clock import Clock
 from agent.evidence.keys import public_key_from_hex, verify_signature
 from agent.evidence.record import CASE_TYPES, FILE_RECORD_TYPES, SEGMENT_TYPES, SignedRecord, parse_line
@@ -117,7 +118,7 @@ class IntakeLimits:
 
 
 class RecordIntake:
-    def __init__(self, store: LedgerCopies, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
+    def __init__(self, *, store: LedgerCopies, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
                  clock: Clock, limits: IntakeLimits) -> None:
         self._store = store
         self._index = index
@@ -299,9 +300,9 @@ class RecordIntake:
         rows, claims, cases = [], [], []
         for raw, signed in batch.lines:
             record, body = signed.record, signed.record.body
-            case_id = body.get("case_id")
-            rows.append(RecordRow(device, signed.seq, signed.link, record.type, record.wall_us,
-                                  case_id if isinstance(case_id, str) else None, now, offset, len(raw)))
+            case_id = case_id_of(body)
+            rows.append(RecordRow(device, signed.seq, signed.link, record.type, record.wall_us, case_id, now, offset,
+                                  len(raw)))
             offset += len(raw)
             if record.type in FILE_RECORD_TYPES:  # claims: footage and torn tails in quarantine
                 size = int(body["length"] if record.type == "recovery" else body["size"])
@@ -309,7 +310,7 @@ class RecordIntake:
                                     record.wall_us))
                 if size > self._limits.max_file_bytes:
                     result.oversized.append((signed.seq, str(body["file"]), size))
-            if record.type in CASE_TYPES and isinstance(case_id, str):
+            if record.type in CASE_TYPES and case_id is not None:
                 cases.append(CaseUpdate(device, case_id, signed.seq, record.type, dict(body)))
             if record.type in SEGMENT_TYPES:  # footage, with an upload deadline
                 recorded = recording_time(record.wall_us, offsets, now)

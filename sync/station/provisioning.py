@@ -35,13 +35,8 @@ from agent.evidence.keys import load_device_key, load_or_create_device_key, publ
 from agent.evidence.record import DEVICE_ID_PATTERN
 from firmware_config.station_config import StationConfig, load_station_config, parse_station_config
 from firmware_config.toml_write import dumps
-from sync.broker import (
-    DEFAULT_MAX_PACKET_BYTES,
-    RESERVED_IDS,
-    certify_client_key,
-    write_broker_setup,
-    write_if_changed,
-)
+from sync.broker import DEFAULT_MAX_PACKET_BYTES, RESERVED_IDS, write_broker_setup, write_if_changed
+from sync.broker_certs import certify_client_key
 from sync.enrollment import EnrollmentBundle, parse_request, read_json_file, spki
 from sync.station.certificates import StationCA, broker_folder, issued_certificates, record_issued
 from sync.station.index import technician_index

@@ -108,10 +108,12 @@ class Receiver:
     def _fresh_state(self) -> None:
         """What the receiver keeps in memory, built from the store and the index as at a start."""
         config = self.config
-        self.intake = RecordIntake(self.store, self.index, self.problems, self.calendar, self.clock, IntakeLimits(
-            config.max_pending_records, config.max_pending_bytes, config.max_file_bytes))
-        self.transfer = FileTransfer(self.store, self.index, self.problems, self.calendar, self.clock, TransferLimits(
-            config.max_file_bytes, config.max_staging_bytes_per_device, config.min_free_bytes))
+        self.intake = RecordIntake(
+            store=self.store, index=self.index, problems=self.problems, calendar=self.calendar, clock=self.clock,
+            limits=IntakeLimits(config.max_pending_records, config.max_pending_bytes, config.max_file_bytes))
+        self.transfer = FileTransfer(
+            store=self.store, index=self.index, problems=self.problems, calendar=self.calendar, clock=self.clock,
+            limits=TransferLimits(config.max_file_bytes, config.max_staging_bytes_per_device, config.min_free_bytes))
         self._sessions: dict[str, str] = {}
         self._reconcile()
 

@@ -62,7 +62,7 @@ class _Hashing:
 class Scrubber:
     """One pass at a time over the store; :meth:`step` does a slice, :meth:`run` a whole pass."""
 
-    def __init__(self, store: ScrubbedStore, index: Index, problems: ProblemLog,
+    def __init__(self, *, store: ScrubbedStore, index: Index, problems: ProblemLog,
                  slice_bytes: int) -> None:
         self.store = store
         self.index = index

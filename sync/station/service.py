@@ -85,7 +85,7 @@ def connect_properties(config: StationConfig) -> Properties:
 
 
 class StationService:
-    def __init__(self, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None,
+    def __init__(self, *, config: StationConfig, receiver: Receiver, client: mqtt.Client | None = None,
                  periodic: Sequence[Periodic] = (), idle: Callable[[], bool] | None = None) -> None:
         self.config = config
         # Work between batches (the scrub's slices: sync/station/scrub.py); True while it has more to do.

@@ -80,7 +80,7 @@ def to_evict(staged: dict[str, int], keep: str, incoming: int, allowance: int) -
 
 
 class FileTransfer:
-    def __init__(self, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
+    def __init__(self, *, store: EvidenceStore, index: Index, problems: ProblemLog, calendar: WorkingCalendar,
                  clock: Clock, limits: TransferLimits) -> None:
         self._limits = limits
         self._store = store

@@ -40,7 +40,7 @@ class CheckResult:
 class OverdueCheck:
     """One check over every enrolled device; keeps what it learnt of each case's stage list between runs."""
 
-    def __init__(self, config: StationConfig, index: Index, store: LedgerCopies,
+    def __init__(self, *, config: StationConfig, index: Index, store: LedgerCopies,
                  profiles: Mapping[str, Procedure]) -> None:
         self.settings = config.overdue
         self.calendar = WorkingCalendar.from_settings(config.deadline)

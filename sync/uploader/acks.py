@@ -44,7 +44,7 @@ class UploadState:
 
 
 class AckHandler:
-    def __init__(self, device_id: str, station_key: Ed25519PublicKey, view: LedgerView, state: UploadState,
+    def __init__(self, *, device_id: str, station_key: Ed25519PublicKey, view: LedgerView, state: UploadState,
                  worker: ReceiptWorker) -> None:
         self.device_id = device_id
         self.station_key = station_key

@@ -115,7 +115,7 @@ class AssignmentChain:
 class AssignmentInbox:
     """The newest valid assignment from the station, until the device has it."""
 
-    def __init__(self, device_id: str, station_key: Ed25519PublicKey, port: AssignmentPort) -> None:
+    def __init__(self, *, device_id: str, station_key: Ed25519PublicKey, port: AssignmentPort) -> None:
         self.device_id = device_id
         self.station_key = station_key
         self.port = port
@@ -163,4 +163,5 @@ class AssignmentInbox:
 
 
 def make_assignment_inbox(config: DeviceConfig, station_key: Ed25519PublicKey) -> AssignmentInbox:
-    return AssignmentInbox(config.device_id, station_key, AssignmentChain(config, station_key))
+    return AssignmentInbox(device_id=config.device_id, station_key=station_key, port=AssignmentChain(config,
+                                                                                                     station_key))

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_custody(config: DeviceConfig, station_key: Ed25519PublicKey) -> Custody:
     """The running agent (control socket) first, else the ledger opened directly."""
-    direct = DirectCustody(config.store, config.key, config.device_id, station_key,
-                           RetentionPolicy.from_settings(config.sync))
+    direct = DirectCustody(store=config.store, key_path=config.key, device_id=config.device_id, station_key=station_key,
+                           policy=RetentionPolicy.from_settings(config.sync))
     return CustodyChain([("agent", AgentCustody(config.socket_path)), ("direct", direct)],
                         available={"agent": config.socket_path})
 
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None, *, custody: Custody | None = None) -> in
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     uploader: Uploader | None = None
     try:
-        uploader = Uploader(config, custody or make_custody(config, station_key), station_key, stop)
+        uploader = Uploader(config=config, custody=custody or make_custody(config, station_key),
+                            station_key=station_key, stop=stop)
         if args.once:
             return EXIT_OK if uploader.run_once(args.timeout or DEFAULT_TIMEOUT_S) else EXIT_FAILED
         uploader.run_forever()

@@ -51,11 +51,11 @@ class PassResult:
 
 
 class Uploader:
-    """``Uploader(config, custody, station_key).run_once(timeout)`` or ``.run_forever()``; ``stop`` ends both."""
+    """``Uploader(config=, custody=, station_key=).run_once(timeout)`` or ``.run_forever()``; ``stop`` ends both."""
 
-    def __init__(self, config: DeviceConfig, custody: Custody, station_key: Ed25519PublicKey,
+    def __init__(self, *, config: DeviceConfig, custody: Custody, station_key: Ed25519PublicKey,
                  stop: threading.Event | None = None, spool: AckSpool | None = None,
-                 assignments: AssignmentInbox | None = None, *, connect: Connect = Connection) -> None:
+                 assignments: AssignmentInbox | None = None, connect: Connect = Connection) -> None:
         self.config = config
         self._connect = connect  # a new transport per connection: MQTT here, in memory in tests
         self.settings = config.sync
@@ -64,7 +64,8 @@ class Uploader:
         self.spool = spool or AckSpool(spool_folder(config.store))
         self.worker = ReceiptWorker(custody, self.spool)
         self.state = UploadState()
-        self.acks = AckHandler(config.device_id, station_key, self.view, self.state, self.worker)
+        self.acks = AckHandler(device_id=config.device_id, station_key=station_key, view=self.view, state=self.state,
+                               worker=self.worker)
         self.assignments = assignments or make_assignment_inbox(config, station_key)
         self.policy = RetentionPolicy.from_settings(self.settings)
         self.conn: Transport | None = None
@@ -111,8 +112,9 @@ class Uploader:
     def _session(self, deadline: float | None) -> PassResult:
         try:
             conn = self._connection()
-            session = Session(conn, self.settings, self.config.device_id, self.view, self.acks, self.state,
-                              self.stop, deadline, assignments=self.assignments)
+            session = Session(conn=conn, settings=self.settings, device_id=self.config.device_id, view=self.view,
+                              acks=self.acks, state=self.state,
+                              stop=self.stop, deadline=deadline, assignments=self.assignments)
         except ProtocolError as exc:
             log.warning("sync pass: %s; trying again in %g s", exc, self.settings.retry_seconds)
             return PassResult(False, True)
@@ -174,7 +176,8 @@ class Uploader:
         conn = self.conn
         if conn is None:
             return
-        routing = Session(conn, self.settings, self.config.device_id, self.view, self.acks, self.state, self.stop,
+        routing = Session(conn=conn, settings=self.settings, device_id=self.config.device_id, view=self.view,
+                          acks=self.acks, state=self.state, stop=self.stop,
                           assignments=self.assignments)
         while (event := conn.next_event(0)) is not None:
             try:

@@ -85,7 +85,7 @@ def _batches_with_seq(lines: list[LedgerLine], max_bytes: int) -> list[tuple[byt
 
 
 class Session:
-    def __init__(self, conn: Transport, settings: SyncSettings, device_id: str, view: LedgerView,
+    def __init__(self, *, conn: Transport, settings: SyncSettings, device_id: str, view: LedgerView,
                  acks: AckHandler, state: UploadState, stop: threading.Event, deadline: float | None = None,
                  assignments: AssignmentInbox | None = None) -> None:
         self.conn = conn
@@ -271,8 +271,9 @@ class Session:
         offers = files_to_offer(records, self.state.acked_sha256, long_term_files(records),
                                 up_to_seq=self.state.station_seq)
         chunk = chunk_size_for(self.settings.chunk_bytes, self.conn.info.max_packet)
-        pipeline = FilePipeline(self.view.layout, self.id, offers, chunk, self.settings.window_chunks,
-                                self.publish, self.wait)
+        pipeline = FilePipeline(layout=self.view.layout, session=self.id, offers=offers, chunk_bytes=chunk,
+                                window=self.settings.window_chunks,
+                                publish=self.publish, wait=self.wait)
         self._pipeline = pipeline
         self.acks.worker.hold()
         try:

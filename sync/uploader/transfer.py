@@ -79,7 +79,7 @@ class FilePipeline:
     """Drives the offers and chunks of one session. ``publish(kind, payload)`` sends on ``up/<kind>``;
     ``wait()`` handles the next station message (calling ``on_status``) or raises to end the session."""
 
-    def __init__(self, layout: StoreLayout, session: str, offers: list[Offer], chunk_bytes: int, window: int,
+    def __init__(self, *, layout: StoreLayout, session: str, offers: list[Offer], chunk_bytes: int, window: int,
                  publish: Callable[[str, bytes], None], wait: Callable[[], None]) -> None:
         self.layout = layout
         self.session = session

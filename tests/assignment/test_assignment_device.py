@@ -79,10 +79,10 @@ class Harness:
     def start(self) -> Device:
         self.ledger = Ledger.open(self.store, seeded_key(1), DEVICE, boot_reason="test")
         self.camera = SyntheticCamera(SETTINGS, realtime=True, frame_code=False)
-        session = RecordingSession(self.ledger, self.camera, SegmenterSettings(
+        session = RecordingSession(ledger=self.ledger, camera=self.camera, settings=SegmenterSettings(
             segment_seconds=2, prebuffer_seconds=1, width=320, height=192, fps=10))
         config = WorkflowConfig(procedures=load_profiles(), device_id=DEVICE, officer_id=DEFAULT_OFFICER)
-        self.device = Device(self.ledger, session, config)
+        self.device = Device(ledger=self.ledger, session=session, config=config)
         self.device.start()
         return self.device
 

@@ -40,7 +40,7 @@ class FakePort:
 
 def test_the_inbox_keeps_the_newest_valid_assignment_until_the_device_takes_it() -> None:
     port = FakePort()
-    inbox = AssignmentInbox(DEVICE, STATION.public_key, port)
+    inbox = AssignmentInbox(device_id=DEVICE, station_key=STATION.public_key, port=port)
     inbox.deliver()
     assert port.lines == []
     # Forged, about another device, garbage: dropped, nothing handed on.

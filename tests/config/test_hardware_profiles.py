@@ -128,7 +128,7 @@ def test_the_pins_open_together_on_the_board(name: str, revision: str | None) ->
     controls = from_mapping(load_hardware_profile(name)["controls"], "profile")
     factory = MockFactory(revision=revision) if revision else MockFactory()
     try:
-        with ButtonPanel(controls, lambda press: None, pin_factory=factory) as panel:
+        with ButtonPanel(config=controls, on_press=lambda press: None, pin_factory=factory) as panel:
             driver = FeedbackDriver(controls, pin_factory=factory)
             try:
                 for button in controls.buttons:  # each button's pin idles high: the pull-up is on

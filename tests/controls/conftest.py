@@ -95,7 +95,7 @@ def open_panel(mock_factory: MockFactory, presses: Presses) -> Iterator[Callable
         kwargs: dict[str, Any] = {"pin_factory": mock_factory}
         if clock is not None:
             kwargs["clock"] = clock
-        panel = ButtonPanel(config or quick_config(), presses, **kwargs)
+        panel = ButtonPanel(config=config or quick_config(), on_press=presses, **kwargs)
         panels.append(panel)
         return panel
 

@@ -287,16 +287,17 @@ def test_pins_gpiozero_refuses_are_config_errors(mock_factory: Any, presses: Any
         return ControlsConfig((record, ButtonConfig(Button.STAGE, 27), ButtonConfig(Button.MARK, 22)), feedback)
 
     with pytest.raises(ConfigError, match=r"key 'controls.buttons.record.pin': pin 'GPIO99' cannot be used"):
-        ButtonPanel(config(ButtonConfig(Button.RECORD, "GPIO99")), presses, pin_factory=mock_factory)
+        ButtonPanel(config=config(ButtonConfig(Button.RECORD, "GPIO99")), on_press=presses, pin_factory=mock_factory)
     # GPIO2 has a fixed pull-up on the (mock) Pi 3B: a pull-down button there is refused.
     with pytest.raises(ConfigError, match=r"key 'controls.buttons.record.pin': pin 2 cannot be used"):
-        ButtonPanel(config(ButtonConfig(Button.RECORD, 2, pull_up=False)), presses, pin_factory=mock_factory)
+        ButtonPanel(config=config(ButtonConfig(Button.RECORD, 2, pull_up=False)), on_press=presses,
+                    pin_factory=mock_factory)
     # the pins opened before the failure were released: the good wiring opens
-    ButtonPanel(hw.quick_config(), presses, pin_factory=mock_factory).close()
+    ButtonPanel(config=hw.quick_config(), on_press=presses, pin_factory=mock_factory).close()
 
 
 def test_an_invalid_config_is_refused_before_any_pin_is_opened(mock_factory: Any, presses: Any) -> None:
     config = ControlsConfig((ButtonConfig(Button.RECORD, 17),), FeedbackConfig(led_pin=23, buzzer_pin=24))
     with pytest.raises(ConfigError, match=r"key 'controls.buttons.stage': missing"):
-        ButtonPanel(config, presses, pin_factory=mock_factory)
+        ButtonPanel(config=config, on_press=presses, pin_factory=mock_factory)
     assert mock_factory.pins == {}

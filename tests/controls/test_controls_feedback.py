@@ -335,7 +335,7 @@ def test_feedback_from_a_real_press_starts_within_100_ms(mock_factory: Any, hw: 
             driver.show(FeedbackEffect(Feedback.ACK))
             done.set()
 
-        with ButtonPanel(config, on_press, pin_factory=mock_factory):
+        with ButtonPanel(config=config, on_press=on_press, pin_factory=mock_factory):
             for name, expected_long in ((Button.RECORD, False), (Button.STAGE, True)):
                 done.clear()
                 cleared = [hw.clear(led), hw.clear(buzzer)]

@@ -88,7 +88,8 @@ def custody(store: Path, tmp_path: Path, clock: FakeClock, policy: RetentionPoli
     if not key_path.exists():
         key_path.write_bytes(KEY.private_pem())
         key_path.chmod(0o600)
-    return DirectCustody(store, key_path, DEVICE, STATION.public_key, policy, clock)
+    return DirectCustody(store=store, key_path=key_path, device_id=DEVICE, station_key=STATION.public_key,
+                         policy=policy, clock=clock)
 
 
 def of_type(store: Path, record_type: str) -> list[SignedRecord]:

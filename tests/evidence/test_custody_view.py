@@ -98,7 +98,7 @@ class Scenario:
         self.rng = rng
         self.clock = FakeClock()
         self.ledger = Ledger.open(store, KEY, DEVICE, self.clock, boot_reason="test")
-        self.custody = LedgerCustody(self.ledger, STATION.public_key, POLICY)
+        self.custody = LedgerCustody(ledger=self.ledger, station_key=STATION.public_key, policy=POLICY)
         self.case: str | None = None
         self.cases = 0
         self.segment = 0

@@ -56,7 +56,8 @@ class Rig:
         self.shown: list[FeedbackEffect] = []
         self.clock_trusted: list[bool] = []
         self.notifier = Notifier({})
-        self.reporter = Reporter(self.config.report_path, key, DEVICE, self.ledger.boot_record.record.boot)  # type: ignore[union-attr]
+        self.reporter = Reporter(path=self.config.report_path, key=key, device=DEVICE,
+                                 boot=self.ledger.boot_record.record.boot)  # type: ignore[union-attr]
         watched = Watched(lambda: self.frames, folder / "store", self.ledger.write_timer, lambda: self.fault,
                           lambda: "armed")
         self.monitor = HealthMonitor(config=self.config, limits=LIMITS, watched=watched, ledger=self.ledger,

@@ -68,7 +68,8 @@ def test_health_reaches_a_station_that_connects_later_and_status_shows_it(world:
     failed_line = sign_report(failed, key)
     write_report_file(report_file, failed_line)
 
-    uploader = Uploader(config, NoCustody(), world.station_key.public_key, threading.Event())
+    uploader = Uploader(config=config, custody=NoCustody(), station_key=world.station_key.public_key,
+                        stop=threading.Event())
     try:
         # The station is not running and has never connected: only the broker's retained copy can reach it.
         assert uploader.forward_health()

@@ -11,7 +11,8 @@ from cryptography import x509
 
 from agent.errors import ConfigError, KeyFileError
 from firmware_config.toml_write import dumps
-from sync.broker import create_ca, crl_pem, crl_serials, write_broker_setup
+from sync.broker import write_broker_setup
+from sync.broker_certs import create_ca, crl_pem, crl_serials
 from sync.station.certificates import StationCA
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "firmware_config" / "device.example.toml"

@@ -16,7 +16,7 @@ from helpers import seeded_key
 
 from agent.errors import UsageError
 from agent.evidence.keys import DeviceKey, public_key_pem
-from sync.broker import certify_client_key, create_ca
+from sync.broker_certs import certify_client_key, create_ca
 from sync.enrollment import EnrollmentBundle, check_bundle, make_request, parse_bundle, parse_request
 
 DEVICE = "cam-7"

@@ -15,15 +15,8 @@ from helpers import stand_in_store, wait_for
 
 from agent.evidence.keys import load_device_key, public_key_pem
 from firmware_config.device_config import load_device_config
-from sync.broker import (
-    TOOLS_USER,
-    BrokerFiles,
-    create_ca,
-    free_port,
-    issue_certificate,
-    issue_device_certificate,
-    write_pem_files,
-)
+from sync.broker import TOOLS_USER, BrokerFiles, free_port, issue_device_certificate
+from sync.broker_certs import create_ca, issue_certificate, write_pem_files
 
 BIN = Path(sys.executable).parent
 DEVICE = "cam-a"

@@ -28,7 +28,7 @@ def recorder(tmp_path: Path, key: DeviceKey) -> Iterator[RecorderFactory]:
 
     def factory(root: Path | None = None, **overrides: Any) -> tuple[Ledger, Segmenter]:
         ledger = Ledger.open(root or tmp_path / "store", key, DEVICE, clock=FakeClock())
-        segmenter = Segmenter(ledger, settings(**overrides))
+        segmenter = Segmenter(ledger=ledger, settings=settings(**overrides))
         segmenter.start()
         made.append((ledger, segmenter))
         return ledger, segmenter

@@ -45,8 +45,8 @@ def main() -> None:
         ledger.close()
         return
     segmenter = Segmenter(
-        ledger,
-        SegmenterSettings(
+        ledger=ledger,
+        settings=SegmenterSettings(
             segment_seconds=float(segment_seconds),
             prebuffer_seconds=0.0,
             width=160,

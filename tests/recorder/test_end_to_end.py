@@ -48,7 +48,7 @@ def record_with(camera: object, store: Path, segment_seconds: float, wait: Calla
     settings = SegmenterSettings(segment_seconds=segment_seconds, prebuffer_seconds=0, width=SETTINGS.width,
                                  height=SETTINGS.height, fps=FPS)
     with Ledger.open(store, seeded_key(3), SETTINGS.device_id) as ledger:
-        session = RecordingSession(ledger, camera, settings)  # type: ignore[arg-type]
+        session = RecordingSession(ledger=ledger, camera=camera, settings=settings)  # type: ignore[arg-type]
         session.start("test").wait(10)
         assert wait(120), "the camera did not produce its frames"
         assert session.stop("test").completed

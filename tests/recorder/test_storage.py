@@ -270,7 +270,8 @@ def test_disk_really_full_stops_cleanly_or_leaves_the_segment_for_recovery(
     root = small_fs / "store"
     filler = leave_free(small_fs, "filler", room_kib * KIB)
     ledger = Ledger.open(root, key, DEVICE, clock=FakeClock())
-    seg = segmenter.Segmenter(ledger, settings(thresholds=StorageThresholds(low_bytes=0, floor_bytes=0)))
+    seg = segmenter.Segmenter(ledger=ledger, settings=settings(thresholds=StorageThresholds(low_bytes=0,
+                                                                                            floor_bytes=0)))
     seg.start()
     pushed = packets(900)
     try:
@@ -337,7 +338,8 @@ def test_floor_reached_before_the_disk_fills_stops_cleanly_with_a_low_warning_fi
     ledger = Ledger.open(root, key, DEVICE, clock=FakeClock())
     free = free_bytes(root)
     low, floor = free - 80 * KIB, free - 200 * KIB
-    seg = segmenter.Segmenter(ledger, settings(thresholds=StorageThresholds(low_bytes=low, floor_bytes=floor)))
+    seg = segmenter.Segmenter(ledger=ledger, settings=settings(thresholds=StorageThresholds(low_bytes=low,
+                                                                                            floor_bytes=floor)))
     seg.start()
     pushed = packets(900)
     try:

@@ -196,7 +196,7 @@ def test_overdue_check_over_real_sessions(tmp_path: Path) -> None:
     device_with_cases(root, FakeClock(wall_us=FRIDAY))
     station = Station(tmp_path / "data", clock=FakeClock(wall_us=FRIDAY + HOUR, step_us=1000))
     station.enroll(DEVICE, seeded_key(1))
-    check = OverdueCheck(station.config, station.index, station.store, load_profiles())
+    check = OverdueCheck(config=station.config, index=station.index, store=station.store, profiles=load_profiles())
     try:
         side = records_only(station, root, "s1", FRIDAY + HOUR)
         files = side.files()
@@ -291,7 +291,7 @@ def test_serve_runs_the_check_on_its_timer(tmp_path: Path) -> None:
                       overdue={"check_interval_seconds": 1})
     station.enroll(DEVICE, seeded_key(1))
     records_only(station, root, "s1", FRIDAY + HOUR)
-    check = OverdueCheck(station.config, station.index, station.store, load_profiles())
+    check = OverdueCheck(config=station.config, index=station.index, store=station.store, profiles=load_profiles())
     runs: list[int] = []
     run = check.run
 
@@ -302,7 +302,7 @@ def test_serve_runs_the_check_on_its_timer(tmp_path: Path) -> None:
 
     check.run = counted  # type: ignore[method-assign]
     task = overdue_task(check, station.clock, station.config.overdue.check_interval_seconds)
-    service = StationService(station.config, station.receiver, QuietClient(), [task])  # type: ignore[arg-type]
+    service = StationService(config=station.config, receiver=station.receiver, client=QuietClient(), periodic=[task])  # type: ignore[arg-type]
     stop = threading.Event()
     seen: list[str] = []
 

@@ -29,7 +29,8 @@ def synced(station: Station, make_store: StoreFactory, device: str = DEVICE, see
 
 
 def scrubber(station: Station, slice_bytes: int = 8 * 1024 * 1024) -> Scrubber:
-    return Scrubber(station.store, station.index, station.receiver.problems, slice_bytes)
+    return Scrubber(store=station.store, index=station.index, problems=station.receiver.problems,
+                    slice_bytes=slice_bytes)
 
 
 def second_file(station: Station) -> FileRow:

@@ -76,7 +76,7 @@ class FakeClient:
 
 def service_for(station: Station) -> tuple[StationService, FakeClient]:
     client = FakeClient()
-    return StationService(station.config, station.receiver, client), client  # type: ignore[arg-type]
+    return StationService(config=station.config, receiver=station.receiver, client=client), client  # type: ignore[arg-type]
 
 
 def test_replies_are_published_before_the_message_is_acknowledged(station: Station) -> None:
@@ -179,7 +179,7 @@ class Serving:
             enroll_device(index, DEVICE, self.device_key.public_key, 1, replace=False)
             receiver = Receiver.open(config=self.config, store=store, index=index,
                                      ack_key=seeded_key(STATION_KEY_SEED), clock=SystemClock())
-            self.service = StationService(self.config, receiver)
+            self.service = StationService(config=self.config, receiver=receiver)
             self.result.append(self.service.run(self.stop))
         finally:
             index.close()

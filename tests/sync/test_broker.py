@@ -20,13 +20,11 @@ from sync.broker import (
     STATION_USER,
     TOOLS_USER,
     acl_text,
-    create_ca,
-    issue_certificate,
     issue_device_certificate,
     mosquitto_conf_text,
     write_broker_setup,
-    write_pem_files,
 )
+from sync.broker_certs import create_ca, issue_certificate, write_pem_files
 
 NOT_AUTHORIZED = 135
 QUIET_S = 1.0  # how long "never arrives" waits

@@ -62,8 +62,8 @@ class World:
             self.transports.append(transport)
             return transport
 
-        return Uploader(config, self.custody, station_key.public_key, threading.Event(),
-                        AckSpool(tmp_path / "spool"), connect=connect)
+        return Uploader(config=config, custody=self.custody, station_key=station_key.public_key, stop=threading.Event(),
+                        spool=AckSpool(tmp_path / "spool"), connect=connect)
 
 
 @pytest.fixture

@@ -54,8 +54,9 @@ def rig_factory(tmp_path: Path) -> Iterator[object]:
         device = sync_device(tmp_path, broker, sizes, long_term=long_term, **sync)
         station = FakeStation(broker, ack_key or device.station_key)
         custody = RecordingCustody()
-        uploader = Uploader(device.config, custody, device.station_key.public_key, threading.Event(),
-                            AckSpool(tmp_path / "spool"))
+        uploader = Uploader(config=device.config, custody=custody, station_key=device.station_key.public_key,
+                            stop=threading.Event(),
+                            spool=AckSpool(tmp_path / "spool"))
         rig = Rig(broker, station, device.store, device.files, custody, uploader, device.station_key)
         made.append(rig)
         return rig
@@ -244,7 +245,7 @@ def test_between_sessions_an_assignment_is_taken_and_a_lost_connection_let_go(mo
             taken.append(line)
             return "recorded"
 
-    rig.uploader.assignments = AssignmentInbox(DEVICE, rig.station_key.public_key, Device())
+    rig.uploader.assignments = AssignmentInbox(device_id=DEVICE, station_key=rig.station_key.public_key, port=Device())
     line = sign_assignment(Assignment("station-1", rig.station_key.fingerprint, DEVICE, "B5678",
                                       1_800_000_000_000_000, "1" * 32), rig.station_key).to_line()
     conn = rig.uploader.conn

@@ -79,7 +79,8 @@ def setup(tmp_path: Path, sizes: list[int], chunk: int, window: int,
         offers.append(Offer(stored.name, stored.sha256, stored.size, n))
         files[stored.name] = data
     station = Station(files, answers_per_wait)
-    pipeline = FilePipeline(layout, SESSION, offers, chunk, window, station.publish, station.wait)
+    pipeline = FilePipeline(layout=layout, session=SESSION, offers=offers, chunk_bytes=chunk, window=window,
+                            publish=station.publish, wait=station.wait)
     station.pipeline = pipeline
     return pipeline, station, offers
 
