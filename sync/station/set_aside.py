@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from agent.errors import StoreError
 from agent.evidence.fsutil import fsync_dir, write_file_durably
 
+log = logging.getLogger(__name__)
 DOMAIN = b"bodycam-set-aside-v1\0"
 # Errors that say the station's own storage or index is failing (the disk, not the message): then nothing
 # can be judged and the receiver stops taking messages in, as before. Anything else raised while one message
@@ -97,8 +99,10 @@ class SetAside:
             value = json.loads(self._strikes_file.read_text())
         except FileNotFoundError:
             return {}
-        except ValueError:
-            return {}  # a torn file: strikes are a safety net, losing them only delays a set-aside
+        except ValueError as exc:
+            # A torn file: strikes are a safety net, losing them only delays a set-aside; said, not hidden.
+            log.warning("%s: unreadable (%s); counting deaths afresh", self._strikes_file, exc)
+            return {}
         return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, int)} \
             if isinstance(value, dict) else {}
 
@@ -123,7 +127,8 @@ class SetAside:
         if meta.exists():
             try:
                 seen = int(json.loads(meta.read_text())["times"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: unreadable (%s); its count starts again", meta, exc)
                 seen = 0
         record = {"topic": topic, "device": device, "error": error, "last_us": at_us, "times": seen + 1,
                   "payload_bytes": len(payload)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -24,19 +25,32 @@ INDEX_BACKENDS: dict[str, Callable[[Path], Index]] = {
 }
 
 
+T = TypeVar("T", EvidenceStore, Index)
+
+
+class Reopener(Generic[T]):
+    """Opens one backend on one place; called again, the same store or index reopened. Closes them all."""
+
+    def __init__(self, factory: Callable[[Path], T], folder: Path) -> None:
+        self._factory, self._folder = factory, folder
+        self.opened: list[T] = []
+
+    def __call__(self) -> T:
+        made = self._factory(self._folder)
+        self.opened.append(made)
+        return made
+
+    def close(self) -> None:
+        for made in self.opened:
+            made.close()
+
+
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], EvidenceStore]]:
     """A factory opening the backend's store on one place: called again, it is the same store reopened."""
-    opened: list[EvidenceStore] = []
-
-    def make() -> EvidenceStore:
-        store = STORE_BACKENDS[request.param](tmp_path)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
+    opener = Reopener(STORE_BACKENDS[request.param], tmp_path)
+    yield opener
+    opener.close()
 
 
 @pytest.fixture
@@ -49,16 +63,9 @@ def store(make_store: Callable[[], EvidenceStore]) -> EvidenceStore:
 @pytest.fixture(params=sorted(INDEX_BACKENDS))
 def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Index]]:
     """A factory opening the backend's index on one place: called again, it is the same index reopened."""
-    opened: list[Index] = []
-
-    def make() -> Index:
-        index = INDEX_BACKENDS[request.param](tmp_path)
-        opened.append(index)
-        return index
-
-    yield make
-    for index in opened:
-        index.close()
+    opener = Reopener(INDEX_BACKENDS[request.param], tmp_path)
+    yield opener
+    opener.close()
 
 
 @pytest.fixture
